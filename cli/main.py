@@ -1,0 +1,203 @@
+"""`l2sweep`: run regularization sweeps, rebuild their reports.
+
+Exit codes: 0 all runs ok; 1 some runs diverged or failed; 2 invalid input (one line says what
+and what is allowed; `--debug` shows the traceback); 130 interrupted (Ctrl-C).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Regularization ablations for the article's MNIST CNN, with a verdict. "
+    "Sweeps use Hydra's override grammar: l2sweep run alpha=0.0,1e-4,1e-3 target=weights,both",
+)
+err = Console(stderr=True)
+out = Console()
+
+RUN_HELP = """Train a sweep and write results/<name>/ (runs/*.json, runs.csv, summary.csv, report.md).
+
+OVERRIDES use Hydra's grammar: comma lists (alpha=1e-4,1e-3), range() ('seed=range(5)', quoted
+for the shell), choice(), glob() on groups (schedule='glob(*)'), experiment=ablation. Keys:
+alpha (>= 0), target (weights|activations|both), norm (l2|l1), schedule (constant|exponential|
+linear|cosine|step, with schedule.gamma, schedule.every, schedule.factor), seed, seeds (default 3),
+name, results_dir, data.* (root, val_fraction, train_limit, test_limit, download) and train.*
+(epochs, batch_size, lr, device, pack_size, ...). The alpha=0 baseline always runs, once per seed.
+Re-running the same command skips finished runs.
+"""
+
+
+def _fail(message: str, error: BaseException | None, debug: bool, code: int = 2) -> None:
+    if debug and error is not None:
+        err.print_exception()
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _summary_table(summary, title: str) -> Table:
+    table = Table(title=title, show_lines=False)
+    columns = [c for c in summary.columns if not (c == "context" and summary["context"].nunique() == 1)]
+    for column in columns:
+        table.add_column(column, justify="right" if summary[column].dtype.kind in "fiu" else "left")
+    for row in summary[columns].itertuples(index=False):
+        cells = []
+        for column, value in zip(columns, row):
+            if isinstance(value, float):
+                cells.append("-" if value != value else (f"{value:g}" if column == "alpha" else f"{value:.3f}"))
+            else:
+                cells.append(str(value))
+        table.add_row(*cells)
+    return table
+
+
+@app.command(help=RUN_HELP)
+def run(
+    overrides: Optional[List[str]] = typer.Argument(None, help="Hydra overrides and sweeps, e.g. alpha=0,1e-4"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the planned runs as a table; train nothing."),
+    force: bool = typer.Option(False, "--force", help="Re-run runs that are already finished."),
+    config_dir: Optional[Path] = typer.Option(None, help="Hydra config folder (default: the project's conf/)."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks of errors."),
+) -> None:
+    from l2reg import sweep
+    from l2reg.config import ConfigError, expand_and_compose
+    from l2reg.data import DataError
+    from l2reg.report import write_reports
+    from l2reg.train import resolve_device
+
+    try:
+        points = expand_and_compose(overrides or [], config_dir)
+        configs = [cfg for _, cfg in points]
+        for name in ("name", "results_dir"):
+            sweep.check_single(configs, name)
+        planned = sweep.plan(configs)
+        device = resolve_device(configs[0].train.device)
+    except (ConfigError, ValueError) as error:
+        _fail(str(error), error, debug)
+    name = configs[0].name or time.strftime("%Y-%m-%d_%H-%M-%S")
+    results_dir = Path(configs[0].results_dir) / name
+    done = sweep.finished_ids(results_dir / "runs") if not force else set()
+
+    if dry_run:
+        n_done = len(done & {r.run_id for r in planned})
+        table = Table(title=f"{len(planned)} planned runs -> {results_dir} ({n_done} done)")
+        table.add_column("run_id", no_wrap=True)
+        for column in ("alpha", "target", "norm", "schedule", "seed", "done"):
+            table.add_column(column)
+        for item in planned:
+            cols = sweep.setting_columns(item.config)
+            table.add_row(item.run_id, f"{cols['alpha']:g}", cols["target"], cols["norm"], cols["schedule"],
+                          str(item.config.seed), "yes" if item.run_id in done else "")
+        out.print(table)
+        return
+
+    try:
+        data = sweep.prepare_data(planned, device)
+    except DataError as error:
+        _fail(str(error), error, debug)
+    try:
+        (results_dir / "runs").mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        _fail(f"cannot create results folder {results_dir}: {error.strerror or error}", error, debug)
+
+    outcome = None
+    interrupted = False
+    try:
+        with _Progress() as progress:
+            outcome = sweep.execute(planned, results_dir, device, data, force=force, progress=progress)
+    except KeyboardInterrupt:
+        interrupted = True
+        err.print("[yellow]interrupted: the run(s) in flight are lost; finished runs are kept[/]")
+    runs, summary = write_reports(results_dir)
+    out.print(_summary_table(summary, f"Test accuracy (%), {results_dir}"))
+    out.print(f"report: {results_dir / 'report.md'}")
+    if interrupted:
+        raise typer.Exit(130)
+    if outcome and outcome.not_ok:
+        err.print(f"[red]{len(outcome.not_ok)} run(s) did not finish:[/]")
+        for record in outcome.not_ok:
+            err.print(f"  {record['run_id']}: {record['status']} {record.get('error') or ''}", highlight=False)
+        raise typer.Exit(1)
+
+
+class _Progress:
+    """A rich progress bar over runs, with ETA and the current pack's epoch and step."""
+
+    def __init__(self):
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                            TextColumn("{task.fields[detail]}"), console=err)
+        self.task = None
+        self.finished = 0
+        self.pack_runs = 0
+
+    def __enter__(self):
+        self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self.bar.__exit__(*exc)
+
+    def __call__(self, event: str, **info) -> None:
+        if event == "start":
+            todo = info["total"] - info["skipped"]
+            if info["skipped"]:
+                err.print(f"{info['skipped']} of {info['total']} runs already done: skipping them")
+            self.task = self.bar.add_task("runs", total=max(todo, 1), detail="")
+        elif event == "pack":
+            self.pack_runs = len(info["runs"])
+            self.bar.update(self.task, detail=", ".join(info["runs"][:2]) + ("..." if self.pack_runs > 2 else ""))
+        elif event == "epoch":
+            fraction = (info["epoch"] + info["step"] / info["steps"]) / info["epochs"]
+            self.bar.update(self.task, completed=self.finished + fraction * self.pack_runs,
+                            description=f"epoch {info['epoch'] + 1}/{info['epochs']}")
+        elif event == "done":
+            self.finished += len(info["records"])
+            self.bar.update(self.task, completed=self.finished)
+            for record in info["records"]:  # a line per finished run: readable in logs, too
+                acc = (record.get("metrics") or {}).get("test_acc")
+                shown = f"test {acc:.2f} %" if acc is not None else record.get("error") or ""
+                self.bar.console.print(f"{record['run_id']}: {record['status']} {shown} "
+                                       f"({record['seconds']:.0f} s)", highlight=False)
+
+
+@app.command(help="Rebuild runs.csv, summary.csv and report.md of a results folder from runs/*.json; trains nothing.")
+def report(
+    results_dir: Path = typer.Argument(..., help="A folder written by `l2sweep run`, e.g. results/ablation"),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks of errors."),
+) -> None:
+    from l2reg.report import ReportError, write_reports
+
+    try:
+        runs, summary = write_reports(results_dir)
+    except ReportError as error:
+        _fail(str(error), error, debug)
+    out.print(_summary_table(summary, f"Test accuracy (%), {results_dir}"))
+    not_ok = runs[runs["status"] != "ok"]
+    if len(not_ok):
+        err.print(f"{len(not_ok)} run(s) not ok, left out of the statistics: {', '.join(not_ok['run_id'])}")
+    out.print(f"report: {Path(results_dir) / 'report.md'}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,221 @@
+"""Configuration: the typed schema, Hydra composition, sweep expansion and validation.
+
+The only module that imports hydra or omegaconf. Config flows one way: CLI overrides -> Hydra
+compose (values from `conf/`, types from the dataclasses below) -> validated `RunConfig`
+dataclasses -> plain arguments for the library. Units are given next to each field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+TARGETS = ("weights", "activations", "both")
+NORMS = ("l2", "l1")
+SCHEDULES = ("constant", "exponential", "linear", "cosine", "step")
+DEVICES = ("auto", "cpu", "cuda")
+# Keys that say *which regularizer* a run uses; everything else is its context (data, training),
+# which the baseline shares with it.
+REGULARIZER_KEYS = ("alpha", "target", "norm", "schedule")
+
+
+class ConfigError(ValueError):
+    """A user-facing configuration problem: one line saying what is wrong and what is allowed."""
+
+
+@dataclass
+class ScheduleConfig:
+    """alpha(t) = alpha * s(t), t in epochs (fractional). Only the fields of `name` matter."""
+
+    name: str = "constant"
+    gamma: float = 1.0  # exponential: s = exp(-gamma * t), gamma per epoch
+    every: int = 2  # step: epochs between drops
+    factor: float = 0.5  # step: s = factor ** floor(t / every)
+
+
+@dataclass
+class DataConfig:
+    root: str = "data"  # folder holding MNIST/raw/ (torchvision layout); env L2SWEEP_DATA
+    val_fraction: float = 0.1  # the last fraction of the training set (Keras validation_split)
+    train_limit: Optional[int] = None  # use only the first N training images (quick runs)
+    test_limit: Optional[int] = None  # evaluate on the first N test images (quick runs)
+    download: bool = True  # let torchvision try to download missing files
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 5
+    batch_size: int = 128  # images per step
+    lr: float = 1e-3  # Adam learning rate
+    adam_eps: float = 1e-7  # Keras' Adam epsilon
+    plateau_factor: float = 0.1  # ReduceLROnPlateau(val_loss): lr *= factor ...
+    plateau_patience: int = 3  # ... after this many epochs without improvement
+    device: str = "auto"  # auto | cpu | cuda (auto: cuda when available)
+    pack_size: int = 0  # runs trained at once; 0 = automatic (1 on CPU)
+    eval_batch_size: int = 1000  # images per evaluation batch
+
+
+@dataclass
+class Config:
+    """The composed configuration of one run (or, with sweeps, of each point)."""
+
+    alpha: float = 0.0  # penalty coefficient, >= 0; 0 is the unregularized baseline
+    target: str = "both"  # weights | activations | both
+    norm: str = "l2"  # l2 | l1
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    seed: Optional[int] = None  # one seed; when unset, seeds 0..seeds-1 are run
+    seeds: int = 3
+    name: Optional[str] = None  # sweep name: results/<name>/ (default: a timestamp)
+    results_dir: str = "results"
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    # Sweep axes an experiment file asks for, in Hydra's override grammar (key -> "a,b,c"), as
+    # Hydra's own `hydra.sweeper.params`: command-line overrides of the same key win.
+    sweep: Dict[str, str] = field(default_factory=dict)
+
+
+def default_config_dir() -> Path:
+    """`conf/` beside the `l2reg` package (the repository root in an editable install)."""
+    return Path(__file__).resolve().parent.parent / "conf"
+
+
+def _register_schema() -> None:
+    from hydra.core.config_store import ConfigStore
+
+    store = ConfigStore.instance()
+    store.store(name="l2sweep_schema", node=Config)
+
+
+def expand_and_compose(overrides: list[str], config_dir: Path | None = None) -> list[tuple[list[str], Config]]:
+    """Expand a sweep written in Hydra's override grammar and compose each point.
+
+    Hydra's Compose API refuses sweeps (hydra#2673), so the overrides are parsed with Hydra's own
+    parser and split into the cartesian product by its BasicSweeper (a private module: hydra-core
+    is pinned < 1.4 and a test covers it), then each point is composed. Returns (overrides of the
+    point, typed Config) pairs. Raises ConfigError on any composition or type error.
+    """
+    from hydra import compose, initialize_config_dir
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException, OverrideParseException
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    config_dir = Path(config_dir or default_config_dir()).resolve()
+    if not (config_dir / "config.yaml").is_file():
+        raise ConfigError(f"no config.yaml in {config_dir}")
+    _register_schema()
+    GlobalHydra.instance().clear()
+    points: list[tuple[list[str], Config]] = []
+    try:
+        with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
+            parser = OverridesParser.create(config_loader=GlobalHydra.instance().config_loader())
+
+            def cartesian(items: list[str]) -> list[list[str]]:
+                batches = BasicSweeper.split_arguments(parser.parse_overrides(items), None)
+                return [list(point) for point in batches[0]] if batches and batches[0] else [[]]
+
+            overrides = list(overrides)
+            for item in overrides:  # one at a time, so the error names the malformed one
+                try:
+                    parser.parse_overrides([item])
+                except OverrideParseException as error:
+                    reason = str(error).splitlines()[0]
+                    raise ConfigError(f"malformed override {item!r}: {reason} (Hydra's override grammar: "
+                                      f"key=value, key=a,b,c, 'key=range(5)', key=glob(*))") from error
+            first = compose(config_name="config", overrides=cartesian(overrides)[0])
+            user_keys = {parsed.key_or_group for parsed in parser.parse_overrides(overrides)}
+            overrides += [f"{key}={values}" for key, values in first.sweep.items() if key not in user_keys]
+            for point in cartesian(overrides):
+                typed = OmegaConf.to_object(compose(config_name="config", overrides=point))
+                points.append((point, typed))
+    except ConfigError:
+        raise
+    except (HydraException, OmegaConfBaseException, ValueError) as error:
+        raise ConfigError(_one_line(error)) from error
+    finally:
+        GlobalHydra.instance().clear()
+    return points
+
+
+def _one_line(error: Exception) -> str:
+    """Hydra/OmegaConf errors span several lines and chain their cause: say it in one line."""
+    import re
+
+    text = str(error)
+    cause = str(error.__cause__ or "")
+    unknown = re.search(r"Key '([^']+)' not in '(\w+)'", cause)
+    if unknown:
+        full_key = re.search(r"full_key: (\S+)", cause)
+        key = full_key.group(1) if full_key else unknown.group(1)
+        return f"unknown key '{key}': not a field of the config (see `l2sweep run --help` and conf/config.yaml)"
+    if "could not be converted" in cause:
+        full_key = re.search(r"full_key: (\S+)", cause)
+        first = cause.splitlines()[0]
+        return f"{full_key.group(1) if full_key else 'a value'}: {first}"
+    missing = re.search(r"Could not find '([^/']+)/([^']+)'", text)
+    if missing:
+        options = re.findall(r"^\t(\w[\w-]*)$", text.split("Config search path")[0], flags=re.M)
+        return f"{missing.group(1)}={missing.group(2)} is unknown: choose one of {', '.join(options)}"
+    lines = [line.strip() for line in (text + "\n" + cause).splitlines() if line.strip()]
+    return " ".join(lines[:2]) if lines else type(error).__name__
+
+
+def validate(cfg: Config) -> None:
+    """Check every value before any training; raise ConfigError naming the value and what is allowed."""
+
+    def need(ok: bool, message: str) -> None:
+        if not ok:
+            raise ConfigError(message)
+
+    need(isinstance(cfg.alpha, (int, float)) and math.isfinite(cfg.alpha) and cfg.alpha >= 0,
+         f"alpha={cfg.alpha} is not allowed: alpha must be a finite number >= 0")
+    need(cfg.target in TARGETS, f"target={cfg.target} is unknown: choose one of {', '.join(TARGETS)}")
+    need(cfg.norm in NORMS, f"norm={cfg.norm} is unknown: choose one of {', '.join(NORMS)}")
+    sched = cfg.schedule
+    need(sched.name in SCHEDULES, f"schedule={sched.name} is unknown: choose one of {', '.join(SCHEDULES)}")
+    need(math.isfinite(sched.gamma) and sched.gamma >= 0, f"schedule.gamma={sched.gamma}: must be >= 0")
+    need(sched.every >= 1, f"schedule.every={sched.every}: must be >= 1 (epochs)")
+    need(math.isfinite(sched.factor) and 0 <= sched.factor <= 1, f"schedule.factor={sched.factor}: must be in [0, 1]")
+    need(cfg.seed is None or cfg.seed >= 0, f"seed={cfg.seed}: must be >= 0")
+    need(cfg.seeds >= 1, f"seeds={cfg.seeds}: must be >= 1")
+    tr = cfg.train
+    need(tr.epochs >= 1, f"train.epochs={tr.epochs}: must be >= 1")
+    need(tr.batch_size >= 1, f"train.batch_size={tr.batch_size}: must be >= 1")
+    need(math.isfinite(tr.lr) and tr.lr > 0, f"train.lr={tr.lr}: must be a finite number > 0")
+    need(math.isfinite(tr.adam_eps) and tr.adam_eps > 0, f"train.adam_eps={tr.adam_eps}: must be > 0")
+    need(0 < tr.plateau_factor < 1, f"train.plateau_factor={tr.plateau_factor}: must be in (0, 1)")
+    need(tr.plateau_patience >= 1, f"train.plateau_patience={tr.plateau_patience}: must be >= 1")
+    need(tr.device in DEVICES, f"train.device={tr.device} is unknown: choose one of {', '.join(DEVICES)}")
+    need(tr.pack_size >= 0, f"train.pack_size={tr.pack_size}: must be >= 0 (0 = automatic)")
+    need(tr.eval_batch_size >= 1, f"train.eval_batch_size={tr.eval_batch_size}: must be >= 1")
+    data = cfg.data
+    need(0 < data.val_fraction < 1, f"data.val_fraction={data.val_fraction}: must be in (0, 1)")
+    if data.train_limit is not None:
+        need(data.train_limit >= 1, f"data.train_limit={data.train_limit}: must be >= 1")
+        train_images = data.train_limit - int(round(data.train_limit * data.val_fraction))
+        need(train_images >= tr.batch_size,
+             f"data.train_limit={data.train_limit} leaves {train_images} training images, fewer than "
+             f"one batch (train.batch_size={tr.batch_size}): raise it or lower the batch size")
+    need(data.test_limit is None or data.test_limit >= 1, f"data.test_limit={data.test_limit}: must be >= 1")
+    need(bool(data.root), "data.root is empty: set it (or env L2SWEEP_DATA) to the folder holding MNIST/raw/")
+
+
+def to_dict(cfg: Any) -> dict:
+    """A plain, JSON-ready dict of a config dataclass."""
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(values: dict) -> Config:
+    """Rebuild a Config from `to_dict` output (as stored in a run's JSON)."""
+    values = dict(values)
+    values["schedule"] = ScheduleConfig(**values["schedule"])
+    values["data"] = DataConfig(**values["data"])
+    values["train"] = TrainConfig(**values["train"])
+    return Config(**values)
+
+

@@ -1,0 +1,103 @@
+"""Composition with the real conf/, Hydra sweep expansion (private API, pinned < 1.4), validation."""
+
+import dataclasses
+
+import pytest
+
+from l2reg.config import Config, ConfigError, expand_and_compose, from_dict, to_dict, validate
+
+
+def compose(*overrides):
+    return expand_and_compose(list(overrides))
+
+
+def test_defaults_are_the_articles_setup():
+    [(point, cfg)] = compose()
+    assert point == []
+    assert isinstance(cfg, Config)
+    assert (cfg.alpha, cfg.target, cfg.norm, cfg.schedule.name, cfg.seeds, cfg.seed) == (0.0, "both", "l2",
+                                                                                         "constant", 3, None)
+    assert (cfg.train.epochs, cfg.train.batch_size, cfg.train.lr, cfg.train.adam_eps) == (5, 128, 1e-3, 1e-7)
+    assert (cfg.train.plateau_factor, cfg.train.plateau_patience, cfg.data.val_fraction) == (0.1, 3, 0.1)
+
+
+def test_data_root_comes_from_the_environment(monkeypatch):
+    monkeypatch.setenv("L2SWEEP_DATA", "/somewhere/mnist")
+    [(_, cfg)] = compose()
+    assert cfg.data.root == "/somewhere/mnist"
+    [(_, cfg)] = compose("data.root=/elsewhere")
+    assert cfg.data.root == "/elsewhere"
+
+
+def test_comma_lists_make_a_cartesian_product():
+    points = compose("alpha=0.0,1e-4,1e-3", "target=weights,both")
+    assert len(points) == 6
+    assert sorted({(c.alpha, c.target) for _, c in points}) == sorted(
+        (a, t) for a in (0.0, 1e-4, 1e-3) for t in ("weights", "both"))
+
+
+def test_range_and_choice():
+    points = compose("seed=range(4)")
+    assert [c.seed for _, c in points] == [0, 1, 2, 3]
+    assert [c.alpha for _, c in compose("alpha=choice(1e-4,1e-3)")] == [1e-4, 1e-3]
+
+
+def test_group_sweep_and_glob():
+    points = compose("schedule=constant,exponential", "schedule.gamma=0.5")
+    assert [(c.schedule.name, c.schedule.gamma) for _, c in points] == [("constant", 0.5), ("exponential", 0.5)]
+    names = sorted(c.schedule.name for _, c in compose("schedule=glob(*)"))
+    assert names == ["constant", "cosine", "exponential", "linear", "step"]
+    [(_, step)] = compose("schedule=step")
+    assert (step.schedule.every, step.schedule.factor) == (2, 0.5)
+
+
+def test_experiment_sweep_axes_and_command_line_precedence():
+    points = compose("experiment=smoke")
+    assert sorted(c.alpha for _, c in points) == [0.0, 1e-3]
+    assert all(c.name == "smoke" and c.train.epochs == 1 and c.data.train_limit == 3000 for _, c in points)
+    points = compose("experiment=smoke", "alpha=5e-4")  # the command line wins over the file's axis
+    assert [c.alpha for _, c in points] == [5e-4]
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["nonsense=1"], "nonsense"),
+    (["train.epoch=3"], "epoch"),
+    (["alpha=abc"], "alpha"),
+    (["schedule=sawtooth"], "sawtooth"),
+    (["alpha=[1,"], "alpha"),
+])
+def test_composition_errors_are_config_errors(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        compose(*overrides)
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"alpha": -1.0}, "alpha=-1.0 is not allowed"),
+    ({"alpha": float("nan")}, "alpha=nan"),
+    ({"alpha": float("inf")}, "alpha=inf"),
+    ({"target": "bias"}, "target=bias is unknown: choose one of weights, activations, both"),
+    ({"norm": "l3"}, "norm=l3 is unknown: choose one of l2, l1"),
+    ({"seeds": 0}, "seeds=0: must be >= 1"),
+])
+def test_validation_names_the_value_and_what_is_allowed(change, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace("[", r"\[")):
+        validate(dataclasses.replace(Config(), **change))
+
+
+@pytest.mark.parametrize("section,change,message", [
+    ("train", {"epochs": 0}, "train.epochs=0: must be >= 1"),
+    ("train", {"batch_size": 0}, "train.batch_size=0"),
+    ("train", {"device": "tpu"}, "train.device=tpu is unknown"),
+    ("data", {"val_fraction": 1.0}, "data.val_fraction=1.0: must be in"),
+    ("data", {"train_limit": 100}, "leaves 90 training images, fewer than one batch"),
+])
+def test_validation_of_nested_values(section, change, message):
+    cfg = Config()
+    cfg = dataclasses.replace(cfg, **{section: dataclasses.replace(getattr(cfg, section), **change)})
+    with pytest.raises(ConfigError, match=message):
+        validate(cfg)
+
+
+def test_dict_round_trip():
+    [(_, cfg)] = compose("schedule=step", "alpha=1e-4", "seed=3")
+    assert from_dict(to_dict(cfg)) == cfg

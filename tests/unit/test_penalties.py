@@ -1,0 +1,63 @@
+"""The penalty formulas, pinned with hand-computed numbers (DESIGN.md "Definitions")."""
+
+import pytest
+import torch
+
+from l2reg.model import ArticleCNN
+from l2reg.penalties import activation_penalty, norm_sum, uses, weight_penalty
+
+
+@pytest.fixture
+def model():
+    net = ArticleCNN()
+    with torch.no_grad():
+        net.conv1.weight.fill_(0.5)  # 32*1*3*3 = 288 values
+        net.conv2.weight.fill_(-0.1)  # 64*32*3*3 = 18432 values
+        for layer in (net.conv1, net.conv2):
+            layer.bias.fill_(7.0)  # must not count
+        net.fc1.weight.fill_(3.0)  # dense kernels must not count either
+    return net
+
+
+def test_weight_penalty_l2_is_alpha_times_sum_of_squares_of_conv_kernels(model):
+    # 288 * 0.25 + 18432 * 0.01 = 72 + 184.32 = 256.32
+    assert weight_penalty(model, 0.01).item() == pytest.approx(2.5632, rel=1e-6)
+
+
+def test_weight_penalty_l1_uses_absolute_values(model):
+    # 288 * 0.5 + 18432 * 0.1 = 144 + 1843.2 = 1987.2
+    assert weight_penalty(model, 0.01, norm="l1").item() == pytest.approx(19.872, rel=1e-6)
+
+
+def test_weight_penalty_accepts_kernels_and_zero_alpha(model):
+    assert weight_penalty([torch.full((2, 2), 3.0)], 0.5).item() == pytest.approx(0.5 * 4 * 9)
+    assert weight_penalty(model, 0.0).item() == 0.0
+
+
+def test_weight_penalty_gradient_equals_sgd_weight_decay_of_two_alpha(model):
+    alpha = 1e-3
+    weight_penalty(model, alpha).backward()
+    assert torch.allclose(model.conv1.weight.grad, 2 * alpha * model.conv1.weight)
+    assert model.conv1.bias.grad is None and model.fc1.weight.grad is None
+
+
+def test_activation_penalty_divides_by_batch_size():
+    a1 = torch.full((2, 3, 2, 2), 3.0)  # sum of squares 2*12*9 = 216
+    a2 = torch.full((2, 1, 1, 1), -2.0)  # 2*4 = 8
+    assert activation_penalty([a1, a2], 0.1).item() == pytest.approx(0.1 * 224 / 2)
+    # l1: (2*12*3 + 2*2) / 2 = 38
+    assert activation_penalty([a1, a2], 0.1, norm="l1").item() == pytest.approx(3.8)
+
+
+def test_activation_penalty_is_per_sample_mean_so_doubling_the_batch_changes_nothing():
+    a = torch.rand(4, 32, 26, 26)
+    assert activation_penalty([torch.cat([a, a])], 1e-3).item() == pytest.approx(
+        activation_penalty([a], 1e-3).item(), rel=1e-5)
+
+
+def test_targets_and_unknown_norm():
+    assert uses("weights") == (True, False)
+    assert uses("activations") == (False, True)
+    assert uses("both") == (True, True)
+    with pytest.raises(ValueError, match="unknown norm 'l3'"):
+        norm_sum(torch.ones(2), "l3")

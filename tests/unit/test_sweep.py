@@ -1,0 +1,70 @@
+"""Planning: seeds, the baseline (always, once per seed and context), run ids, packs."""
+
+from dataclasses import replace
+
+from l2reg.config import Config, ScheduleConfig, expand_and_compose
+from l2reg.sweep import canonical, context, packs, plan, run_id
+
+
+def planned(*overrides):
+    return plan([cfg for _, cfg in expand_and_compose(list(overrides))])
+
+
+def test_three_alphas_three_seeds_is_nine_runs_with_one_baseline_per_seed():
+    runs = planned("alpha=0.0,1e-4,1e-3")
+    assert len(runs) == 9
+    assert sorted(r.config.seed for r in runs if r.is_baseline) == [0, 1, 2]
+
+
+def test_baseline_is_added_when_not_listed():
+    runs = planned("alpha=1e-4,1e-3", "seeds=2")
+    assert len(runs) == 6
+    assert [r.config.seed for r in runs[:2]] == [0, 1] and all(r.is_baseline for r in runs[:2])
+
+
+def test_baseline_is_not_multiplied_by_target_norm_or_schedule():
+    runs = planned("alpha=0.0,1e-4", "target=weights,activations,both", "norm=l1,l2",
+                   "schedule=constant,exponential", "seeds=2")
+    assert sum(r.is_baseline for r in runs) == 2
+    assert len(runs) == 2 + 3 * 2 * 2 * 2
+
+
+def test_swept_seed_replaces_seeds():
+    runs = planned("alpha=1e-3", "seed=range(5)")
+    assert sorted(r.config.seed for r in runs if not r.is_baseline) == [0, 1, 2, 3, 4]
+    assert len(runs) == 10
+
+
+def test_baseline_per_context():
+    runs = planned("alpha=1e-3", "train.epochs=1,2", "seeds=1")
+    assert len(runs) == 4
+    assert sorted(r.config.train.epochs for r in runs if r.is_baseline) == [1, 2]
+
+
+def test_run_id_is_readable_and_semantic():
+    cfg = replace(Config(), alpha=1e-4, target="weights", seed=2)
+    rid = run_id(cfg)
+    assert rid.startswith("weights-l2-a0.0001-constant-s2-") and len(rid.split("-")[-1]) == 8
+    assert run_id(replace(cfg, name="other", results_dir="x")) == rid  # not semantic
+    assert run_id(replace(cfg, train=replace(cfg.train, device="cpu", pack_size=4))) == rid
+    assert run_id(replace(cfg, seed=3)) != rid
+    assert run_id(replace(cfg, train=replace(cfg.train, epochs=1))) != rid
+    # unused schedule fields do not matter; used ones do
+    assert run_id(replace(cfg, schedule=ScheduleConfig("constant", gamma=9.0))) == rid
+    exp = replace(cfg, schedule=ScheduleConfig("exponential", gamma=1.0))
+    assert run_id(replace(exp, schedule=ScheduleConfig("exponential", gamma=2.0))) != run_id(exp)
+
+
+def test_baseline_canonical_form_ignores_regularizer_fields():
+    a = replace(Config(), alpha=0.0, target="weights", norm="l1", schedule=ScheduleConfig("cosine"), seed=0)
+    b = replace(Config(), alpha=0.0, seed=0)
+    assert run_id(a) == run_id(b) and run_id(a).startswith("baseline-s0-")
+    assert canonical(a).target == Config().target
+
+
+def test_packs_group_by_context_and_respect_size():
+    runs = planned("alpha=1e-4,1e-3", "train.epochs=1,2", "seeds=2")
+    groups = packs(runs, 3)
+    assert sum(len(g) for g in groups) == len(runs) == 12
+    assert all(len(g) <= 3 for g in groups)
+    assert all(len({str(context(r.config)) for r in g}) == 1 for g in groups)
