@@ -43,18 +43,23 @@ def _fail(message: str, error: BaseException | None, debug: bool, code: int = 2)
 
 
 def _summary_table(summary, title: str) -> Table:
-    table = Table(title=title, show_lines=False)
-    columns = [c for c in summary.columns if not (c == "context" and summary["context"].nunique() == 1)]
-    for column in columns:
-        table.add_column(column, justify="right" if summary[column].dtype.kind in "fiu" else "left")
-    for row in summary[columns].itertuples(index=False):
-        cells = []
-        for column, value in zip(columns, row):
-            if isinstance(value, float):
-                cells.append("-" if value != value else (f"{value:g}" if column == "alpha" else f"{value:.3f}"))
-            else:
-                cells.append(str(value))
-        table.add_row(*cells)
+    """A compact table (fits 80 columns): setting, n, mean accuracy, delta, its CI, Holm p, call."""
+    table = Table(title=title)
+    for column in ("setting", "n", "acc %", "delta pp", "95% CI pp", "p Holm", "call"):
+        table.add_column(column, justify="left" if column in ("setting", "call") else "right")
+    contexts = summary["context"].nunique()
+
+    def num(value, fmt: str) -> str:
+        return "-" if value != value else format(value, fmt)
+
+    for row in summary.itertuples(index=False):
+        setting = "baseline" if row.target == "none" else f"{row.alpha:g} {row.target} {row.norm} {row.schedule}"
+        if contexts > 1:
+            setting += f" [{row.context}]"
+        ci = "-" if row.ci_low_pp != row.ci_low_pp else f"{row.ci_low_pp:+.2f}..{row.ci_high_pp:+.2f}"
+        failed = f" (+{row.n_not_ok} not ok)" if row.n_not_ok else ""
+        table.add_row(setting, f"{row.n}{failed}", num(row.mean_acc, ".3f"), num(row.delta_pp, "+.3f"), ci,
+                      num(row.p_holm, ".2g"), str(row.call))
     return table
 
 
@@ -115,9 +120,7 @@ def run(
     except KeyboardInterrupt:
         interrupted = True
         err.print("[yellow]interrupted: the run(s) in flight are lost; finished runs are kept[/]")
-    runs, summary = write_reports(results_dir)
-    out.print(_summary_table(summary, f"Test accuracy (%), {results_dir}"))
-    out.print(f"report: {results_dir / 'report.md'}")
+    _show(*write_reports(results_dir, configs[0].report.min_effect_pp), results_dir)
     if interrupted:
         raise typer.Exit(130)
     if outcome and outcome.not_ok:
@@ -177,21 +180,34 @@ class _Progress:
                                        f"({record['seconds']:.0f} s)", highlight=False)
 
 
-@app.command(help="Rebuild runs.csv, summary.csv and report.md of a results folder from runs/*.json; trains nothing.")
+@app.command(help="Rebuild runs.csv, summary.csv, report.md (with the verdict) and plots/ of a results folder "
+             "from its runs/*.json alone; trains nothing.")
 def report(
     results_dir: Path = typer.Argument(..., help="A folder written by `l2sweep run`, e.g. results/ablation"),
+    min_effect_pp: Optional[float] = typer.Option(None, help="Smallest effect of interest in percentage points "
+                                                  "(default: the sweep's report.min_effect_pp, 0.1)."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks of errors."),
 ) -> None:
     from l2reg.report import ReportError, write_reports
 
+    if min_effect_pp is not None and not min_effect_pp > 0:
+        _fail(f"--min-effect-pp={min_effect_pp}: must be > 0 (percentage points)", None, debug)
     try:
-        runs, summary = write_reports(results_dir)
+        runs, summary, claim = write_reports(results_dir, min_effect_pp)
     except ReportError as error:
         _fail(str(error), error, debug)
+    _show(runs, summary, claim, results_dir)
+
+
+def _show(runs, summary, claim, results_dir: Path) -> None:
+    """The summary as a rich table, the verdict and where the report is."""
     out.print(_summary_table(summary, f"Test accuracy (%), {results_dir}"))
     not_ok = runs[runs["status"] != "ok"]
     if len(not_ok):
         err.print(f"{len(not_ok)} run(s) not ok, left out of the statistics: {', '.join(not_ok['run_id'])}")
+    out.print(f"[bold]verdict: {claim.verdict}[/] (smallest effect of interest {claim.min_effect_pp:g} pp)")
+    for reason in claim.reasons:
+        out.print(f"  - {reason}", highlight=False)
     out.print(f"report: {Path(results_dir) / 'report.md'}")
 
 

@@ -59,6 +59,11 @@ class TrainConfig:
 
 
 @dataclass
+class ReportConfig:
+    min_effect_pp: float = 0.1  # smallest effect of interest, percentage points of test accuracy
+
+
+@dataclass
 class Config:
     """The composed configuration of one run (or, with sweeps, of each point)."""
 
@@ -72,6 +77,7 @@ class Config:
     results_dir: str = "results"
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
     # Sweep axes an experiment file asks for, in Hydra's override grammar (key -> "a,b,c"), as
     # Hydra's own `hydra.sweeper.params`: command-line overrides of the same key win.
     sweep: Dict[str, str] = field(default_factory=dict)
@@ -202,6 +208,8 @@ def validate(cfg: Config) -> None:
              f"data.train_limit={data.train_limit} leaves {train_images} training images, fewer than "
              f"one batch (train.batch_size={tr.batch_size}): raise it or lower the batch size")
     need(data.test_limit is None or data.test_limit >= 1, f"data.test_limit={data.test_limit}: must be >= 1")
+    need(math.isfinite(cfg.report.min_effect_pp) and cfg.report.min_effect_pp > 0,
+         f"report.min_effect_pp={cfg.report.min_effect_pp}: must be a number > 0 (percentage points)")
     need(bool(data.root), "data.root is empty: set it (or env L2SWEEP_DATA) to the folder holding MNIST/raw/")
 
 
@@ -216,6 +224,7 @@ def from_dict(values: dict) -> Config:
     values["schedule"] = ScheduleConfig(**values["schedule"])
     values["data"] = DataConfig(**values["data"])
     values["train"] = TrainConfig(**values["train"])
+    values["report"] = ReportConfig(**values.get("report", {}))
     return Config(**values)
 
 

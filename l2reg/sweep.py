@@ -23,7 +23,7 @@ from l2reg import files, schedules
 from l2reg.config import REGULARIZER_KEYS, Config, ScheduleConfig, to_dict, validate
 
 # Config fields that never change a run's numbers: left out of its identity.
-_NOT_SEMANTIC = ("name", "results_dir", "seeds", "sweep")
+_NOT_SEMANTIC = ("name", "results_dir", "seeds", "sweep", "report")
 _NOT_SEMANTIC_DATA = ("root", "download")
 _NOT_SEMANTIC_TRAIN = ("device", "pack_size", "eval_batch_size")
 

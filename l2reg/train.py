@@ -286,7 +286,7 @@ def train_pack(specs: Sequence[RunSpec], data: MNISTTensors, settings: TrainSett
             "train_acc": 100.0 * tr_correct / n_train, "train_loss": tr_ce / n_train,
             "penalty": (last_train[r][1] / n_train) if last_train else None,
             "weight_sq_norm": kernel_sq[r], "activation_sq_norm": t_act / n_test,
-            "final_lr": lr[r].item() if status == "ok" else None,
+            "final_lr": lr[r].item() if status == "ok" else None, "n_test": n_test,
         }
         if status != "ok":
             metrics = {k: (v if v is not None and math.isfinite(v) else None) for k, v in metrics.items()}
