@@ -55,7 +55,7 @@ class TrainConfig:
     plateau_patience: int = 3  # ... after this many epochs without improvement
     device: str = "auto"  # auto | cpu | cuda (auto: cuda when available)
     pack_size: int = 0  # runs trained at once; 0 = automatic (1 on CPU)
-    eval_batch_size: int = 1000  # images per evaluation batch
+    eval_batch_size: int = 250  # images per evaluation batch (CPU: 250 is ~1.5x faster than 1000)
 
 
 @dataclass

@@ -39,6 +39,10 @@ class ArticleCNN(nn.Module):
 
     def __init__(self, generator: torch.Generator | None = None):
         super().__init__()
+        # CPU speed trap: max_pool2d on an NCHW (B, 32, 26, 26) tensor is ~6x slower than on
+        # channels_last; converting A1 first makes a whole CPU training step ~15 % faster. Set by
+        # the training loop for unbatched CPU runs only (vmap packs keep the default layout).
+        self.pool_channels_last = False
         self.conv1 = nn.Conv2d(1, 32, kernel_size=3)
         self.conv2 = nn.Conv2d(32, 64, kernel_size=3)
         self.fc1 = nn.Linear(64 * 5 * 5, 64)
@@ -57,7 +61,8 @@ class ArticleCNN(nn.Module):
 
     def forward(self, x, return_activations: bool = False, dropout_mask=None):
         a1 = F.relu(self.conv1(x))
-        a2 = F.relu(self.conv2(F.max_pool2d(a1, 2)))
+        pooled_input = a1.contiguous(memory_format=torch.channels_last) if self.pool_channels_last else a1
+        a2 = F.relu(self.conv2(F.max_pool2d(pooled_input, 2)))
         hidden = F.relu(self.fc1(F.max_pool2d(a2, 2).flatten(1)))
         if dropout_mask is not None:
             hidden = hidden * dropout_mask
