@@ -6,6 +6,7 @@ and what is allowed; `--debug` shows the traceback); 130 interrupted (Ctrl-C).
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 from typing import List, Optional
@@ -33,6 +34,21 @@ name, results_dir, data.* (root, val_fraction, train_limit, test_limit, download
 (epochs, batch_size, lr, device, pack_size, ...). The alpha=0 baseline always runs, once per seed.
 Re-running the same command skips finished runs.
 """
+
+
+@contextlib.contextmanager
+def _unexpected_errors(debug: bool):
+    """Anything not anticipated: one line and exit 1, the traceback only with --debug."""
+    try:
+        yield
+    except (typer.Exit, KeyboardInterrupt):
+        raise
+    except Exception as error:
+        if debug:
+            raise
+        err.print(f"[bold red]error:[/] {type(error).__name__}: {error} (run again with --debug for the "
+                  f"traceback)", highlight=False)
+        raise typer.Exit(1) from None
 
 
 def _fail(message: str, error: BaseException | None, debug: bool, code: int = 2) -> None:
@@ -71,6 +87,11 @@ def run(
     config_dir: Optional[Path] = typer.Option(None, help="Hydra config folder (default: the project's conf/)."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks of errors."),
 ) -> None:
+    with _unexpected_errors(debug):
+        _run(overrides or [], dry_run, force, config_dir, debug)
+
+
+def _run(overrides: list[str], dry_run: bool, force: bool, config_dir: Optional[Path], debug: bool) -> None:
     from l2reg import sweep
     from l2reg.config import ConfigError, expand_and_compose
     from l2reg.data import DataError
@@ -78,7 +99,7 @@ def run(
     from l2reg.train import resolve_device
 
     try:
-        points = expand_and_compose(overrides or [], config_dir)
+        points = expand_and_compose(overrides, config_dir)
         configs = [cfg for _, cfg in points]
         for name in ("name", "results_dir"):
             sweep.check_single(configs, name)
@@ -108,9 +129,10 @@ def run(
     except DataError as error:
         _fail(str(error), error, debug)
     try:
-        (results_dir / "runs").mkdir(parents=True, exist_ok=True)
+        _check_writable(results_dir)
     except OSError as error:
-        _fail(f"cannot create results folder {results_dir}: {error.strerror or error}", error, debug)
+        _fail(f"results folder {results_dir} is not writable ({error.strerror or error}): choose another "
+              f"results_dir= or name=", error, debug)
 
     outcome = None
     interrupted = False
@@ -128,6 +150,24 @@ def run(
         for record in outcome.not_ok:
             err.print(f"  {record['run_id']}: {record['status']} {record.get('error') or ''}", highlight=False)
         raise typer.Exit(1)
+
+
+def _check_writable(folder: Path) -> None:
+    """Raise OSError unless `folder` can be created (its nearest existing parent is writable) and
+    written; creates nothing before all checks pass."""
+    import errno
+    import os
+
+    existing = folder
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise OSError(errno.ENOTDIR, f"{existing} is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise OSError(errno.EACCES, f"no write permission on {existing}")
+    (folder / "runs").mkdir(parents=True, exist_ok=True)
+    if not os.access(folder / "runs", os.W_OK | os.X_OK):
+        raise OSError(errno.EACCES, f"no write permission on {folder / 'runs'}")
 
 
 class _Progress:
@@ -170,6 +210,9 @@ class _Progress:
             fraction = (info["epoch"] + info["step"] / info["steps"]) / info["epochs"]
             self.bar.update(self.task, completed=self.finished + fraction * self.pack_runs,
                             description=f"epoch {info['epoch'] + 1}/{info['epochs']}")
+        elif event == "waiting":
+            self.bar.console.print(f"{len(info['runs'])} run(s) are being trained by another l2sweep process on "
+                                   f"this folder: skipped them, now waiting for them to finish")
         elif event == "done":
             self.finished += len(info["records"])
             self.bar.update(self.task, completed=self.finished)
@@ -192,11 +235,12 @@ def report(
 
     if min_effect_pp is not None and not min_effect_pp > 0:
         _fail(f"--min-effect-pp={min_effect_pp}: must be > 0 (percentage points)", None, debug)
-    try:
-        runs, summary, claim = write_reports(results_dir, min_effect_pp)
-    except ReportError as error:
-        _fail(str(error), error, debug)
-    _show(runs, summary, claim, results_dir)
+    with _unexpected_errors(debug):
+        try:
+            runs, summary, claim = write_reports(results_dir, min_effect_pp)
+        except ReportError as error:
+            _fail(str(error), error, debug)
+        _show(runs, summary, claim, results_dir)
 
 
 def _show(runs, summary, claim, results_dir: Path) -> None:

@@ -56,6 +56,7 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda (auto: cuda when available)
     pack_size: int = 0  # runs trained at once; 0 = automatic (1 on CPU)
     eval_batch_size: int = 250  # images per evaluation batch (CPU: 250 is ~1.5x faster than 1000)
+    deterministic: bool = False  # GPU: deterministic cuDNN/cuBLAS kernels (CPU runs always repeat)
 
 
 @dataclass

@@ -25,7 +25,7 @@ from l2reg.config import REGULARIZER_KEYS, Config, ScheduleConfig, to_dict, vali
 # Config fields that never change a run's numbers: left out of its identity.
 _NOT_SEMANTIC = ("name", "results_dir", "seeds", "sweep", "report")
 _NOT_SEMANTIC_DATA = ("root", "download")
-_NOT_SEMANTIC_TRAIN = ("device", "pack_size", "eval_batch_size")
+_NOT_SEMANTIC_TRAIN = ("device", "pack_size", "eval_batch_size", "deterministic")
 
 
 @dataclass(frozen=True)
@@ -118,16 +118,56 @@ def context_label(cfg: Config) -> str:
     return f"epochs={values['train']['epochs']},train_limit={values['data']['train_limit']}-{digest(values, 6)}"
 
 
+# A run is finished when its JSON says ok or diverged (divergence is deterministic: re-running
+# would only repeat it); failed runs (an exception) are retried by the next invocation.
+FINISHED = ("ok", "diverged")
+
+
+def is_finished(path: Path) -> bool:
+    try:
+        return files.read_json(path).get("status") in FINISHED
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def finished_ids(runs_dir: Path) -> set[str]:
-    """Ids of runs whose JSON exists, parses and says status ok (diverged/failed are re-run)."""
-    done = set()
-    for path in Path(runs_dir).glob("*.json"):
+    """Ids of runs whose JSON exists, parses and says ok or diverged."""
+    return {path.stem for path in Path(runs_dir).glob("*.json") if is_finished(path)}
+
+
+class RunLock:
+    """An exclusive per-run lock (fcntl.flock on runs/.locks/<run_id>.lock).
+
+    The kernel drops a flock when its process dies, even by SIGKILL, so a crashed sweep never
+    leaves a stale lock behind. Lock files are never deleted (deleting a flock file races).
+    """
+
+    def __init__(self, folder: Path, run_id: str):
+        folder.mkdir(parents=True, exist_ok=True)
+        self.path = folder / f"{run_id}.lock"
+        self.fd: int | None = None
+
+    def acquire(self, wait: bool = False) -> bool:
+        import fcntl
+        import os
+
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            if files.read_json(path).get("status") == "ok":
-                done.add(path.stem)
-        except (OSError, ValueError):
-            continue
-    return done
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        self.fd = fd
+        return True
+
+    def release(self) -> None:
+        import fcntl
+        import os
+
+        if self.fd is not None:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None
 
 
 def packs(runs: Sequence[PlannedRun], pack_size: int) -> list[list[PlannedRun]]:
@@ -195,50 +235,83 @@ def prepare_data(planned: Sequence[PlannedRun], device) -> dict[tuple, object]:
 
 def execute(planned: Sequence[PlannedRun], results_dir: Path, device, data: dict[tuple, object],
             force: bool = False, progress: Callable | None = None) -> SweepOutcome:
-    """Train what is not done yet, writing each run's JSON as soon as its pack finishes.
+    """Train what is not finished yet, writing each run's JSON as soon as its pack finishes.
 
-    `progress(event, **info)` is called with 'start' (total, skipped), 'pack' (runs), 'epoch'
-    (epoch, step, steps, epochs) and 'done' (records) events, for the CLI's progress bar.
+    Each run is locked while it trains: a second process on the same folder skips the runs the
+    first one holds, trains the rest, then waits for the held ones and picks up any that the
+    first process did not finish. `progress(event, **info)` gets 'start' (total, skipped), 'pack'
+    (runs, epochs), 'epoch' (epoch, step, steps, epochs), 'done' (records), 'busy' (runs another
+    process holds) and 'waiting' (runs) events, for the CLI.
     """
-    from l2reg.train import RunSpec, TrainSettings, train_pack
-
     results_dir = Path(results_dir)
     runs_dir = results_dir / "runs"
     runs_dir.mkdir(parents=True, exist_ok=True)
     done = set() if force else finished_ids(runs_dir)
     todo = [run for run in planned if run.run_id not in done]
+    skipped = len(planned) - len(todo)
     notify = progress or (lambda event, **info: None)
-    notify("start", total=len(planned), skipped=len(planned) - len(todo))
+    notify("start", total=len(planned), skipped=skipped)
     provenance = {"versions": files.versions(), "git_commit": files.git_commit()}
     trained: list[dict] = []
-    if not todo:
-        return SweepOutcome(results_dir, len(planned), len(planned), trained)
+    locks_dir = runs_dir / ".locks"
+    size = (todo[0].config.train.pack_size or auto_pack_size(device)) if todo else 1
+    first_pass = True
+    while todo:
+        busy: list[PlannedRun] = []
+        for pack in packs(todo, size):
+            mine: list[tuple[PlannedRun, RunLock]] = []
+            for run in pack:
+                lock = RunLock(locks_dir, run.run_id)
+                if not lock.acquire():
+                    busy.append(run)
+                elif (not force or not first_pass) and is_finished(runs_dir / f"{run.run_id}.json"):
+                    lock.release()  # another process finished it meanwhile
+                else:
+                    mine.append((run, lock))
+            try:
+                if mine:
+                    trained += _train_and_write([run for run, _ in mine], runs_dir, device, data, provenance, notify)
+            finally:
+                for _, lock in mine:
+                    lock.release()
+        if busy:
+            notify("busy", runs=[r.run_id for r in busy])
+            notify("waiting", runs=[r.run_id for r in busy])
+            for run in busy:  # block until the other process lets go of each
+                lock = RunLock(locks_dir, run.run_id)
+                lock.acquire(wait=True)
+                lock.release()
+        todo = [run for run in busy if not is_finished(runs_dir / f"{run.run_id}.json")]
+        first_pass = False
+    return SweepOutcome(results_dir, len(planned), skipped, trained)
 
-    size = todo[0].config.train.pack_size or auto_pack_size(device)
-    for pack in packs(todo, size):
-        cfg = pack[0].config
-        settings = TrainSettings(epochs=cfg.train.epochs, batch_size=cfg.train.batch_size, lr=cfg.train.lr,
-                                 adam_eps=cfg.train.adam_eps, plateau_factor=cfg.train.plateau_factor,
-                                 plateau_patience=cfg.train.plateau_patience,
-                                 eval_batch_size=cfg.train.eval_batch_size)
-        specs = [RunSpec(r.config.seed, r.config.alpha, r.config.target, r.config.norm, r.config.schedule)
-                 for r in pack]
-        notify("pack", runs=[r.run_id for r in pack], epochs=settings.epochs)
-        started = time.perf_counter()
-        try:
-            results = train_pack(specs, data[data_key(cfg)], settings, device,
-                                 on_progress=lambda e, s, n, total=settings.epochs: notify(
-                                     "epoch", epoch=e, step=s, steps=n, epochs=total))
-        except Exception as error:  # one broken pack must not end the sweep: record it and go on
-            message = f"{type(error).__name__}: {error}"
-            results = [{"status": "failed", "error": message, "traceback": traceback.format_exc(),
-                        "metrics": {}, "history": [], "seconds": time.perf_counter() - started,
-                        "pack_size": len(pack), "device": str(device)} for _ in pack]
-        records = []
-        for run, result in zip(pack, results):
-            record = run_record(run, result, {**provenance, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
-            files.write_json_atomic(runs_dir / f"{run.run_id}.json", record)
-            records.append(record)
-        trained += records
-        notify("done", records=records)
-    return SweepOutcome(results_dir, len(planned), len(planned) - len(todo), trained)
+
+def _train_and_write(pack: list[PlannedRun], runs_dir: Path, device, data: dict, provenance: dict,
+                     notify: Callable) -> list[dict]:
+    """Train one pack with the one training loop; write each run's JSON atomically."""
+    from l2reg.train import RunSpec, TrainSettings, train_pack
+
+    cfg = pack[0].config
+    settings = TrainSettings(epochs=cfg.train.epochs, batch_size=cfg.train.batch_size, lr=cfg.train.lr,
+                             adam_eps=cfg.train.adam_eps, plateau_factor=cfg.train.plateau_factor,
+                             plateau_patience=cfg.train.plateau_patience, eval_batch_size=cfg.train.eval_batch_size,
+                             deterministic=cfg.train.deterministic)
+    specs = [RunSpec(r.config.seed, r.config.alpha, r.config.target, r.config.norm, r.config.schedule) for r in pack]
+    notify("pack", runs=[r.run_id for r in pack], epochs=settings.epochs)
+    started = time.perf_counter()
+    try:
+        results = train_pack(specs, data[data_key(cfg)], settings, device,
+                             on_progress=lambda e, s, n, total=settings.epochs: notify(
+                                 "epoch", epoch=e, step=s, steps=n, epochs=total))
+    except Exception as error:  # one broken pack must not end the sweep: record it and go on
+        message = f"{type(error).__name__}: {error}"
+        results = [{"status": "failed", "error": message, "traceback": traceback.format_exc(),
+                    "metrics": {}, "history": [], "seconds": time.perf_counter() - started,
+                    "pack_size": len(pack), "device": str(device)} for _ in pack]
+    records = []
+    for run, result in zip(pack, results):
+        record = run_record(run, result, {**provenance, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        files.write_json_atomic(runs_dir / f"{run.run_id}.json", record)
+        records.append(record)
+    notify("done", records=records)
+    return records

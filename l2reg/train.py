@@ -61,7 +61,8 @@ class TrainSettings:
     adam_eps: float = 1e-7
     plateau_factor: float = 0.1
     plateau_patience: int = 3
-    eval_batch_size: int = 1000
+    eval_batch_size: int = 250
+    deterministic: bool = False  # ask cuDNN/cuBLAS for deterministic kernels (GPU); CPU always is
 
 
 def resolve_device(name: str) -> torch.device:
@@ -71,6 +72,16 @@ def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise ValueError("train.device=cuda but no CUDA device is available here: use train.device=cpu or auto")
     return torch.device(name)
+
+
+def set_deterministic() -> None:
+    """Deterministic kernels on GPU (slower). CPU training here is deterministic already."""
+    import os
+
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+    torch.use_deterministic_algorithms(True, warn_only=True)
 
 
 def coefficient_table(specs: Sequence[RunSpec], epochs: int, steps_per_epoch: int) -> torch.Tensor:
@@ -208,6 +219,8 @@ def train_pack(specs: Sequence[RunSpec], data: MNISTTensors, settings: TrainSett
                device: torch.device | str = "cpu", on_progress: ProgressFn | None = None) -> list[dict]:
     """Train every run of the pack; return one result dict per run (status, metrics, history)."""
     device = torch.device(device)
+    if settings.deterministic:
+        set_deterministic()
     started = time.perf_counter()
     n_runs, n_train, batch = len(specs), len(data.train_y), settings.batch_size
     steps_per_epoch = math.ceil(n_train / batch)  # the last, partial batch is kept (as Keras)
