@@ -255,6 +255,46 @@ def _show(runs, summary, claim, results_dir: Path) -> None:
     out.print(f"report: {Path(results_dir) / 'report.md'}")
 
 
+@app.command(help="Training throughput on this machine's device: a plain PyTorch DataLoader loop (the "
+             "reference) against l2sweep with pack size 1 and larger packs. Prints a table, writes bench.json.")
+def bench(
+    overrides: Optional[List[str]] = typer.Argument(None, help="Config overrides, e.g. data.root=... train.device=cpu"),
+    steps: int = typer.Option(100, min=10, help="Timed training steps of 128 images per measurement."),
+    pack_sizes: str = typer.Option("", help="Comma list of pack sizes (default: 1,2 on CPU; 1,8,32,64 on CUDA)."),
+    output: Path = typer.Option(Path("bench.json"), "--out", help="Where to write the measurements."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks of errors."),
+) -> None:
+    from l2reg.bench import run_bench, write_bench
+    from l2reg.config import ConfigError, expand_and_compose, validate
+    from l2reg.data import DataError, check_files
+    from l2reg.train import resolve_device
+
+    with _unexpected_errors(debug):
+        try:
+            [(_, cfg)] = expand_and_compose(overrides or [])
+            validate(cfg)
+            device = resolve_device(cfg.train.device)
+            sizes = [int(v) for v in pack_sizes.split(",") if v.strip()] or (
+                [1, 8, 32, 64] if device.type == "cuda" else [1, 2])
+            if any(size < 1 for size in sizes):
+                raise ConfigError(f"--pack-sizes={pack_sizes}: sizes must be >= 1")
+            check_files(cfg.data.root, download=False)
+        except ValueError as error:  # ConfigError included; also a sweep (more than one point)
+            _fail(str(error) if str(error) else "bench takes plain overrides, not sweeps", error, debug)
+        except DataError as error:
+            _fail(str(error), error, debug)
+        result = run_bench(cfg.data.root, device, steps, sizes, progress=lambda m: err.print(f"measuring: {m}"))
+        write_bench(result, output)
+        table = Table(title=f"l2sweep bench on {result['device']}, {steps} steps of 128, torch {result['torch']}")
+        for column in ("measurement", "runs", "samples/s", "runs/min (5 ep)", "x plain", "peak MiB"):
+            table.add_column(column, justify="left" if column == "measurement" else "right")
+        for row in result["rows"]:
+            table.add_row(row["name"], str(row["runs"]), f"{row['samples_per_s']:,.0f}",
+                          f"{row['runs_per_min']:.3f}", f"{row['speedup']:.2f}", f"{row['peak_mib']:.0f}")
+        out.print(table)
+        out.print(f"written: {output}")
+
+
 def main() -> None:
     app()
 

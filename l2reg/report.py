@@ -90,7 +90,7 @@ def markdown_table(summary: pd.DataFrame) -> str:
     })
     if summary["context"].nunique() > 1:
         shown.insert(0, "context", summary["context"])
-    return shown.to_markdown(index=False)
+    return shown.to_markdown(index=False, disable_numparse=True)  # keep "+0.200" as written
 
 
 def min_effect_of(records: list[dict]) -> float:

@@ -63,6 +63,7 @@ class TrainSettings:
     plateau_patience: int = 3
     eval_batch_size: int = 250
     deterministic: bool = False  # ask cuDNN/cuBLAS for deterministic kernels (GPU); CPU always is
+    dropout: float = DROPOUT_P  # the article's 0.5; 0 turns dropout off (equivalence tests)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -136,14 +137,14 @@ def _objective(template: ArticleCNN, norms: tuple[str, ...]):
 class _Pack:
     """Stacked parameters and the per-run / batched call of the objective."""
 
-    def __init__(self, specs: Sequence[RunSpec], device: torch.device):
+    def __init__(self, specs: Sequence[RunSpec], device: torch.device, dtype: torch.dtype = torch.float32):
         models = []
         for spec in specs:
             init = torch.Generator().manual_seed(spec.seed * STREAMS + INIT_STREAM)
             models.append(ArticleCNN(generator=init))
         stacked, _ = stack_module_state(models)
         self.names = list(stacked)
-        self.params = {n: t.detach().to(device).requires_grad_(True) for n, t in stacked.items()}
+        self.params = {n: t.detach().to(device, dtype).requires_grad_(True) for n, t in stacked.items()}
         self.template = ArticleCNN().to("meta").eval()  # eval: dropout only through explicit masks
         self.size = len(specs)
         self.template.pool_channels_last = self.size == 1 and device.type == "cpu"
@@ -215,17 +216,39 @@ def _evaluate(pack: _Pack, x: torch.Tensor, y: torch.Tensor, coef: torch.Tensor,
     return totals
 
 
-def train_pack(specs: Sequence[RunSpec], data: MNISTTensors, settings: TrainSettings,
-               device: torch.device | str = "cpu", on_progress: ProgressFn | None = None) -> list[dict]:
-    """Train every run of the pack; return one result dict per run (status, metrics, history)."""
-    device = torch.device(device)
-    if settings.deterministic:
+def available_cores() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def configure_device(device: torch.device, deterministic: bool) -> None:
+    """CPU: one intra-op thread per available core. CUDA: TF32 matmuls/convolutions allowed (the
+    model is far from needing fp32 mantissas) unless determinism is asked for."""
+    if device.type == "cpu" and torch.get_num_threads() != available_cores():
+        torch.set_num_threads(available_cores())
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = not deterministic
+        torch.backends.cudnn.allow_tf32 = not deterministic
+    if deterministic:
         set_deterministic()
+
+
+def train_pack(specs: Sequence[RunSpec], data: MNISTTensors, settings: TrainSettings,
+               device: torch.device | str = "cpu", on_progress: ProgressFn | None = None,
+               keep_params: bool = False) -> list[dict]:
+    """Train every run of the pack; return one result dict per run (status, metrics, history).
+
+    With keep_params, each result also holds its run's final parameters ("params", CPU tensors).
+    """
+    device = torch.device(device)
+    configure_device(device, settings.deterministic)
     started = time.perf_counter()
     n_runs, n_train, batch = len(specs), len(data.train_y), settings.batch_size
     steps_per_epoch = math.ceil(n_train / batch)  # the last, partial batch is kept (as Keras)
-    coef_table = coefficient_table(specs, settings.epochs, steps_per_epoch).to(device)
-    pack = _Pack(specs, device)
+    dtype = data.train_x.dtype  # float32 normally; float64 data trains in float64 (equivalence tests)
+    coef_table = coefficient_table(specs, settings.epochs, steps_per_epoch).to(device, dtype)
+    pack = _Pack(specs, device, dtype)
     params = [pack.params[n] for n in pack.names]
     lr = torch.full((n_runs,), settings.lr, device=device)
     optimizer = _KerasAdam(params, lr, settings.adam_eps)
@@ -235,7 +258,7 @@ def train_pack(specs: Sequence[RunSpec], data: MNISTTensors, settings: TrainSett
     histories: list[list[dict]] = [[] for _ in specs]
     diverged_at: list[int | None] = [None] * n_runs
     last_train = None
-    keep = 1.0 - DROPOUT_P
+    keep = 1.0 - settings.dropout
 
     for epoch in range(settings.epochs):
         epoch_start = time.perf_counter()
@@ -245,8 +268,11 @@ def train_pack(specs: Sequence[RunSpec], data: MNISTTensors, settings: TrainSett
             index = order[:, step * batch:(step + 1) * batch]
             xb, yb = data.train_x[index], data.train_y[index]
             b = index.shape[1]
-            mask = torch.stack([torch.empty(b, 64, device=device).bernoulli_(keep, generator=g)
-                                for g in dropout_gens]).div_(keep)
+            if settings.dropout > 0:
+                mask = torch.stack([torch.empty(b, 64, device=device, dtype=dtype).bernoulli_(keep, generator=g)
+                                    for g in dropout_gens]).div_(keep)
+            else:
+                mask = torch.ones(n_runs, b, 64, device=device, dtype=dtype)
             coef = coef_table[epoch * steps_per_epoch + step]
             ce, penalty, correct, _ = pack(xb, yb, mask, coef, shared_data=False)
             grads = torch.autograd.grad((ce + penalty).sum(), params)
@@ -254,6 +280,9 @@ def train_pack(specs: Sequence[RunSpec], data: MNISTTensors, settings: TrainSett
             sums += torch.stack([ce.detach() * b, penalty.detach() * b, correct.to(ce.dtype)], dim=1).double()
             if on_progress is not None and (step % 25 == 0 or step == steps_per_epoch - 1):
                 on_progress(epoch, step + 1, steps_per_epoch)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)  # once per epoch, so train_seconds is the real compute time
+        train_seconds = time.perf_counter() - epoch_start
         end_coef = coef_table[min((epoch + 1) * steps_per_epoch, len(coef_table) - 1)]
         val = _evaluate(pack, data.val_x, data.val_y, end_coef, settings.eval_batch_size)
         # One host sync per epoch.
@@ -271,7 +300,7 @@ def train_pack(specs: Sequence[RunSpec], data: MNISTTensors, settings: TrainSett
                 "train_penalty": pen_sum / n_train, "train_acc": 100.0 * correct / n_train,
                 "val_loss": v_ce / n_val, "val_objective": (v_ce + v_pen) / n_val,
                 "val_acc": 100.0 * v_correct / n_val, "lr": lrs[r],
-                "seconds": time.perf_counter() - epoch_start,
+                "seconds": time.perf_counter() - epoch_start, "train_seconds": train_seconds,
             }
             histories[r].append(record)
             if not all(math.isfinite(record[k]) for k in ("train_loss", "val_objective")):
@@ -312,4 +341,6 @@ def train_pack(specs: Sequence[RunSpec], data: MNISTTensors, settings: TrainSett
             "status": status, "diverged_epoch": diverged_at[r], "metrics": metrics,
             "history": histories[r], "seconds": seconds, "pack_size": n_runs, "device": str(device),
         })
+        if keep_params:
+            results[-1]["params"] = {name: pack.params[name][r].detach().cpu().clone() for name in pack.names}
     return results

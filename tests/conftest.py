@@ -33,6 +33,12 @@ def make_tiny_mnist(root: Path, n_train: int = 600, n_test: int = 200) -> Path:
 
 
 @pytest.fixture
+def tiny_mnist_factory(tmp_path):
+    """make(n_train, n_test) -> a data root with IDX files of that size."""
+    return lambda n_train=600, n_test=200: make_tiny_mnist(tmp_path / f"data-{n_train}-{n_test}", n_train, n_test)
+
+
+@pytest.fixture
 def tiny_mnist(tmp_path) -> Path:
     return make_tiny_mnist(tmp_path / "data")
 
@@ -42,3 +48,15 @@ def real_mnist() -> Path:
     if not REAL_MNIST or not (Path(REAL_MNIST) / "MNIST" / "raw" / "train-images-idx3-ubyte").is_file():
         pytest.skip("set L2SWEEP_DATA to a folder with MNIST/raw/ for the real-MNIST tests")
     return Path(REAL_MNIST)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `gpu` need CUDA: skipped (and said so) where there is none."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

@@ -92,7 +92,18 @@ def test_verdict_too_noisy_is_inconclusive_with_a_seed_count():
     runs = runs_frame({(0.0, "none"): [99.0, 98.5, 99.4], (1e-3, "both"): [99.3, 98.6, 99.5]})
     result = verdict(summarize(runs), runs, 0.1)
     assert result.verdict == "inconclusive" and result.seeds_needed > 3
-    assert f"about {result.seeds_needed} seeds" in result.reasons[1]
+    assert f"about {result.seeds_needed} seeds" in result.reasons[-1]
+
+
+def test_verdict_significant_but_possibly_smaller_than_the_effect_of_interest_is_inconclusive():
+    runs = runs_frame({(0.0, "none"): BASE, (1e-3, "both"): [b + 0.12 + e for b, e in
+                                                            zip(BASE, [0.05, -0.06, 0.04, -0.03, 0.0])]})
+    summary = summarize(runs)
+    row = summary.iloc[1]
+    assert row["call"] == "better" and row["ci_low_pp"] < 0.1 <= row["delta_pp"]
+    result = verdict(summary, runs, 0.1)
+    assert result.verdict == "inconclusive"
+    assert "significantly better" in result.reasons[1] and "may be smaller than 0.1 pp" in result.reasons[1]
 
 
 def test_seeds_for_power_matches_the_noncentral_t():

@@ -1,0 +1,46 @@
+"""GPU checks (skipped without CUDA): the same loop on the device, packs, a sweep, determinism."""
+
+import pandas as pd
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from cli.main import app
+from l2reg.config import ScheduleConfig
+from l2reg.data import load_mnist
+from l2reg.train import RunSpec, TrainSettings, train_pack
+
+pytestmark = pytest.mark.gpu
+
+
+def test_data_lives_on_the_device_and_a_pack_trains_there(tiny_mnist):
+    data = load_mnist(tiny_mnist, device="cuda")
+    assert data.train_x.is_cuda and data.test_y.is_cuda
+    specs = [RunSpec(seed, 1e-3, "both", "l2", ScheduleConfig()) for seed in range(3)]
+    results = train_pack(specs, data, TrainSettings(epochs=2, batch_size=64), "cuda")
+    assert all(r["status"] == "ok" and r["device"].startswith("cuda") for r in results)
+    assert len({r["metrics"]["weight_sq_norm"] for r in results}) == 3
+
+
+def test_gpu_pack_matches_cpu_runs_without_dropout(tiny_mnist):
+    specs = [RunSpec(0, 1e-3, "weights", "l2", ScheduleConfig()), RunSpec(1, 1e-2, "activations", "l1",
+                                                                          ScheduleConfig("exponential"))]
+    settings = TrainSettings(epochs=1, batch_size=64, dropout=0.0, deterministic=True)
+    cpu_data, gpu_data = load_mnist(tiny_mnist), load_mnist(tiny_mnist, device="cuda")
+    for name in vars(cpu_data):
+        if getattr(cpu_data, name).is_floating_point():
+            setattr(cpu_data, name, getattr(cpu_data, name).double())
+            setattr(gpu_data, name, getattr(gpu_data, name).double())
+    on_gpu = train_pack(specs, gpu_data, settings, "cuda", keep_params=True)
+    for spec, gpu_result in zip(specs, on_gpu):
+        [cpu_result] = train_pack([spec], cpu_data, settings, "cpu", keep_params=True)
+        for name, value in cpu_result["params"].items():
+            assert torch.allclose(value, gpu_result["params"][name], rtol=1e-6, atol=1e-8), name
+
+
+def test_a_sweep_on_the_gpu(tiny_mnist, tmp_path):
+    result = CliRunner().invoke(app, ["run", "alpha=0.0,1e-3", "seeds=4", f"data.root={tiny_mnist}",
+                                      f"results_dir={tmp_path}", "name=g", "train.device=cuda", "train.epochs=2"])
+    assert result.exit_code == 0, result.output
+    runs = pd.read_csv(tmp_path / "g" / "runs.csv")
+    assert len(runs) == 8 and set(runs["device"]) == {"cuda"} and (runs["pack_size"] > 1).all()
