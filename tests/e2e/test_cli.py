@@ -46,8 +46,19 @@ def test_sweep_writes_runs_summary_and_report(tiny_mnist, tmp_path):
     assert row["mean_acc"] == pytest.approx(expected)
     assert row["delta_pp"] == pytest.approx(expected - runs[runs["alpha"] == 0]["test_acc"].mean())
     assert row["std_acc"] == pytest.approx(runs[runs["alpha"] == 1e-3]["test_acc"].std(ddof=1))
+    # every statistic of summary.csv is what scipy computes from runs.csv
+    from scipy import stats as sps
+
+    setting = runs[runs["alpha"] == 1e-3].sort_values("seed")["test_acc"]
+    base = runs[runs["alpha"] == 0].sort_values("seed")["test_acc"]
+    welch = sps.ttest_ind(setting, base, equal_var=False)
+    if welch.pvalue == welch.pvalue:  # defined unless both groups have zero spread
+        assert row["p_value"] == pytest.approx(welch.pvalue)
+        assert row["ci_low_pp"] == pytest.approx(welch.confidence_interval(0.95).low)
+        assert row["ci_high_pp"] == pytest.approx(welch.confidence_interval(0.95).high)
+    assert row["paired_delta_pp"] == pytest.approx((setting.to_numpy() - base.to_numpy()).mean())
     report = (folder / "report.md").read_text()
-    assert "0 (baseline)" in report and "Test accuracy by setting" in report
+    assert "0 (baseline)" in report and "Test accuracy by setting" in report and "## Verdict:" in report
     record = json.loads(next((folder / "runs").glob("baseline-s0-*.json")).read_text())
     assert record["config"]["alpha"] == 0 and record["status"] == "ok" and len(record["history"]) == 1
     assert record["versions"]["torch"] and record["git_commit"] and record["device"] == "cpu"
