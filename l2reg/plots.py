@@ -8,11 +8,14 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from scipy import stats as sps
+
+from l2reg.files import write_bytes_atomic
 
 PLOTS = ("test_acc_vs_alpha.png", "val_acc_per_epoch.png", "gap_vs_alpha.png")
 
@@ -100,9 +103,9 @@ def write_plots(runs: pd.DataFrame, histories: pd.DataFrame, folder: Path) -> li
     written = []
     for name, fig in figures(runs, histories).items():
         # matplotlib.figure.Figure needs no pyplot, so no GUI backend is ever touched (headless-safe)
-        tmp = folder / f".{name}.tmp.png"
+        buffer = io.BytesIO()
         fig.tight_layout()
-        fig.savefig(tmp, dpi=110)
-        tmp.replace(folder / name)
+        fig.savefig(buffer, format="png", dpi=110)
+        write_bytes_atomic(folder / name, buffer.getvalue())
         written.append(folder / name)
     return written
