@@ -262,6 +262,8 @@ def bench(
     steps: int = typer.Option(100, min=10, help="Timed training steps of 128 images per measurement."),
     pack_sizes: str = typer.Option("", help="Comma list of pack sizes (default: 1,2 on CPU; 1,8,32,64 on CUDA)."),
     output: Path = typer.Option(Path("bench.json"), "--out", help="Where to write the measurements."),
+    compiled: bool = typer.Option(True, "--compile/--no-compile", help="On a CPU, also measure pack size 1 "
+                                  "with torch.compile (about a minute of compilation)."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks of errors."),
 ) -> None:
     from l2reg.bench import run_bench, write_bench
@@ -283,7 +285,8 @@ def bench(
             _fail(str(error) if str(error) else "bench takes plain overrides, not sweeps", error, debug)
         except DataError as error:
             _fail(str(error), error, debug)
-        result = run_bench(cfg.data.root, device, steps, sizes, progress=lambda m: err.print(f"measuring: {m}"))
+        result = run_bench(cfg.data.root, device, steps, sizes, compiled,
+                           progress=lambda m: err.print(f"measuring: {m}"))
         write_bench(result, output)
         table = Table(title=f"l2sweep bench on {result['device']}, {steps} steps of 128, torch {result['torch']}")
         for column in ("measurement", "runs", "samples/s", "runs/min (5 ep)", "x plain", "peak MiB"):

@@ -5,7 +5,8 @@ penalty on conv weights and activations, alpha=1e-4, target=both):
 (a) the reference: torchvision MNIST with ToTensor, a DataLoader (batch 128, shuffle; on CUDA
     one worker and pinned memory, as pytorch/examples mnist), nn.Module dropout, torch.optim.Adam;
 (b) l2sweep's training loop with pack size 1;
-(c) l2sweep packs of several sizes.
+(c) l2sweep packs of several sizes, and on a CPU pack size 1 with torch.compile (the default for
+    full-length CPU runs).
 Throughput counts training samples per second over timed steps only (warm-up and evaluation
 excluded); runs/min is what that throughput means for full 5-epoch runs on 54 000 images.
 Ratios are against (a) from the same process. Peak memory: CUDA max allocated per
@@ -94,22 +95,25 @@ def dataloader_reference(root: str, steps: int, device: torch.device, batch_size
             "peak_mib": _memory_peak(device, memory), "seconds": seconds}
 
 
-def l2sweep_pack(root: str, steps: int, device: torch.device, pack_size: int, batch_size: int = 128) -> dict:
-    """(b)/(c) l2sweep's one training loop on `pack_size` runs; samples/s from the 2nd epoch's steps."""
+def l2sweep_pack(root: str, steps: int, device: torch.device, pack_size: int, batch_size: int = 128,
+                 compile_steps: bool = False) -> dict:
+    """(b)/(c) l2sweep's one training loop on `pack_size` runs; samples/s from the 2nd epoch's steps
+    (the first one warms up, and compiles when compile_steps)."""
     n_train = steps * batch_size
     data = load_mnist(root, val_fraction=0.1, train_limit=math.ceil(n_train / 0.9), test_limit=1000,
                       download=False, device=device)
     specs = [RunSpec(seed, ALPHA, "both", "l2", ScheduleConfig()) for seed in range(pack_size)]
-    settings = TrainSettings(epochs=2, batch_size=batch_size)
+    settings = TrainSettings(epochs=2, batch_size=batch_size, compile=compile_steps)
     memory = _memory_start(device)
     results = train_pack(specs, data, settings, device)
     seconds = results[0]["history"][1]["train_seconds"]  # epoch 2: compiled/warmed up
     trained = len(data.train_y) * pack_size
-    return {"name": f"l2sweep, pack size {pack_size}", "runs": pack_size, "samples_per_s": trained / seconds,
+    name = f"l2sweep, pack size {pack_size}" + (", torch.compile" if compile_steps else "")
+    return {"name": name, "runs": pack_size, "samples_per_s": trained / seconds,
             "peak_mib": _memory_peak(device, memory), "seconds": seconds}
 
 
-def run_bench(root: str, device: torch.device, steps: int, pack_sizes: list[int],
+def run_bench(root: str, device: torch.device, steps: int, pack_sizes: list[int], compiled: bool = True,
               progress: Callable[[str], None] = lambda message: None) -> dict:
     """All measurements in this process; returns the bench.json content."""
     configure_device(device, deterministic=False)
@@ -118,6 +122,9 @@ def run_bench(root: str, device: torch.device, steps: int, pack_sizes: list[int]
     for size in pack_sizes:
         progress(f"l2sweep pack size {size}")
         rows.append(l2sweep_pack(root, steps, device, size))
+    if compiled and device.type == "cpu":
+        progress("l2sweep pack size 1 with torch.compile (compiles first, ~1 min)")
+        rows.append(l2sweep_pack(root, steps, device, 1, compile_steps=True))
     reference = rows[0]["samples_per_s"]
     for row in rows:
         row["runs_per_min"] = row["samples_per_s"] / FULL_RUN_SAMPLES * 60

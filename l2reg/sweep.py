@@ -25,7 +25,8 @@ from l2reg.config import REGULARIZER_KEYS, Config, ScheduleConfig, to_dict, vali
 # Config fields that never change a run's numbers: left out of its identity.
 _NOT_SEMANTIC = ("name", "results_dir", "seeds", "sweep", "report")
 _NOT_SEMANTIC_DATA = ("root", "download")
-_NOT_SEMANTIC_TRAIN = ("device", "pack_size", "eval_batch_size", "deterministic")
+_NOT_SEMANTIC_TRAIN = ("device", "pack_size", "eval_batch_size", "deterministic", "compile")
+COMPILE_MIN_STEPS = 1000  # auto compile: a 5-epoch MNIST run has 2 110 steps, a smoke run ~22
 
 
 @dataclass(frozen=True)
@@ -292,10 +293,15 @@ def _train_and_write(pack: list[PlannedRun], runs_dir: Path, device, data: dict,
     from l2reg.train import RunSpec, TrainSettings, train_pack
 
     cfg = pack[0].config
+    n_train = len(data[data_key(cfg)].train_y)
+    steps = cfg.train.epochs * -(-n_train // cfg.train.batch_size)
+    compile_steps = cfg.train.compile
+    if compile_steps is None:  # auto: single CPU runs long enough to repay the compilation
+        compile_steps = getattr(device, "type", str(device)) == "cpu" and len(pack) == 1 and steps >= COMPILE_MIN_STEPS
     settings = TrainSettings(epochs=cfg.train.epochs, batch_size=cfg.train.batch_size, lr=cfg.train.lr,
                              adam_eps=cfg.train.adam_eps, plateau_factor=cfg.train.plateau_factor,
                              plateau_patience=cfg.train.plateau_patience, eval_batch_size=cfg.train.eval_batch_size,
-                             deterministic=cfg.train.deterministic)
+                             deterministic=cfg.train.deterministic, compile=compile_steps)
     specs = [RunSpec(r.config.seed, r.config.alpha, r.config.target, r.config.norm, r.config.schedule) for r in pack]
     notify("pack", runs=[r.run_id for r in pack], epochs=settings.epochs)
     started = time.perf_counter()

@@ -10,7 +10,7 @@ from l2reg.bench import FULL_RUN_SAMPLES, run_bench
 
 
 def test_run_bench_measures_reference_and_packs(tiny_mnist):
-    result = run_bench(str(tiny_mnist), torch.device("cpu"), steps=3, pack_sizes=[1, 2])
+    result = run_bench(str(tiny_mnist), torch.device("cpu"), steps=3, pack_sizes=[1, 2], compiled=False)
     names = [row["name"] for row in result["rows"]]
     assert names == ["plain DataLoader loop", "l2sweep, pack size 1", "l2sweep, pack size 2"]
     assert result["rows"][0]["speedup"] == 1.0
@@ -23,7 +23,7 @@ def test_run_bench_measures_reference_and_packs(tiny_mnist):
 def test_bench_command_writes_json_and_prints_a_table(tiny_mnist, tmp_path):
     out = tmp_path / "bench.json"
     result = CliRunner().invoke(app, ["bench", f"data.root={tiny_mnist}", "--steps", "10", "--pack-sizes", "1",
-                                      "--out", str(out)])
+                                      "--out", str(out), "--no-compile"])
     assert result.exit_code == 0, result.output
     assert "plain DataLoader loop" in result.output and "x plain" in result.output
     assert [row["runs"] for row in json.loads(out.read_text())["rows"]] == [1, 1]

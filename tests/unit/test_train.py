@@ -96,3 +96,14 @@ def test_overflowing_penalty_marks_the_run_diverged_and_spares_its_pack_mate(tin
     assert diverged["status"] == "diverged" and diverged["diverged_epoch"] == 1
     assert diverged["metrics"]["final_lr"] is None
     assert fine["status"] == "ok" and len(fine["history"]) == 2
+
+
+def test_compiled_training_step_matches_eager(tiny_mnist):
+    data = load_mnist(tiny_mnist)  # 540 images, batch 64: 8 compiled steps + 1 eager partial step per epoch
+    settings = TrainSettings(epochs=2, batch_size=64, eval_batch_size=100)
+    eager = train_pack([spec(alpha=1e-3)], data, settings)[0]
+    compiled = train_pack([spec(alpha=1e-3)], data, TrainSettings(**{**vars(settings), "compile": True}))[0]
+    for a, b in zip(eager["history"], compiled["history"]):
+        for key in ("train_loss", "train_penalty", "val_loss"):
+            assert a[key] == pytest.approx(b[key], rel=2e-3), key
+    assert eager["metrics"]["weight_sq_norm"] == pytest.approx(compiled["metrics"]["weight_sq_norm"], rel=1e-3)
