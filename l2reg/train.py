@@ -155,7 +155,7 @@ class _Pack:
     """Stacked parameters and the per-run / batched call of the objective."""
 
     def __init__(self, specs: Sequence[RunSpec], device: torch.device, dtype: torch.dtype = torch.float32,
-                 compile_steps: bool = False):
+                 compile_steps: bool = False, full_batch: int | None = None):
         models = []
         for spec in specs:
             init = torch.Generator().manual_seed(spec.seed * STREAMS + INIT_STREAM)
@@ -173,7 +173,7 @@ class _Pack:
         # SLOWER than eager here (1,341 vs 2,928 samples/s), while with a penalty it is ~1.3-1.5x faster.
         if compile_steps and self.size == 1 and norms:
             self.compiled = _compiled_objective(norms, self.template.pool_channels_last, dtype)
-        self.full_batch: int | None = None  # the batch size the compiled graph was made for
+        self.full_batch = full_batch  # the one batch size the compiled graph is made for
 
     def __call__(self, x, y, mask, coef, shared_data: bool):
         if self.size == 1:  # the same objective, without vmap's grouped convolutions
@@ -274,8 +274,7 @@ def train_pack(specs: Sequence[RunSpec], data: MNISTTensors, settings: TrainSett
     steps_per_epoch = math.ceil(n_train / batch)  # the last, partial batch is kept (as Keras)
     dtype = data.train_x.dtype  # float32 normally; float64 data trains in float64 (equivalence tests)
     coef_table = coefficient_table(specs, settings.epochs, steps_per_epoch).to(device, dtype)
-    pack = _Pack(specs, device, dtype, compile_steps=settings.compile)
-    pack.full_batch = batch
+    pack = _Pack(specs, device, dtype, compile_steps=settings.compile, full_batch=batch)
     params = [pack.params[n] for n in pack.names]
     lr = torch.full((n_runs,), settings.lr, device=device)
     optimizer = _KerasAdam(params, lr, settings.adam_eps)
