@@ -95,7 +95,7 @@ def _run(overrides: list[str], dry_run: bool, force: bool, config_dir: Optional[
     from l2reg import sweep
     from l2reg.config import ConfigError, expand_and_compose
     from l2reg.data import DataError
-    from l2reg.report import write_reports
+    from l2reg.report import ReportError, write_reports
     from l2reg.train import resolve_device
 
     try:
@@ -109,9 +109,9 @@ def _run(overrides: list[str], dry_run: bool, force: bool, config_dir: Optional[
         _fail(str(error), error, debug)
     name = configs[0].name or time.strftime("%Y-%m-%d_%H-%M-%S")
     results_dir = Path(configs[0].results_dir) / name
-    done = sweep.finished_ids(results_dir / "runs") if not force else set()
 
     if dry_run:
+        done = sweep.finished_ids(results_dir / "runs") if not force else set()
         n_done = len(done & {r.run_id for r in planned})
         table = Table(title=f"{len(planned)} planned runs -> {results_dir} ({n_done} done)")
         table.add_column("run_id", no_wrap=True)
@@ -142,7 +142,12 @@ def _run(overrides: list[str], dry_run: bool, force: bool, config_dir: Optional[
     except KeyboardInterrupt:
         interrupted = True
         err.print("[yellow]interrupted: the run(s) in flight are lost; finished runs are kept[/]")
-    _show(*write_reports(results_dir, configs[0].report.min_effect_pp), results_dir)
+    try:
+        _show(*write_reports(results_dir, configs[0].report.min_effect_pp), results_dir)
+    except ReportError:
+        if not interrupted:
+            raise
+        err.print("no run had finished: no reports written")
     if interrupted:
         raise typer.Exit(130)
     if outcome and outcome.not_ok:

@@ -241,8 +241,8 @@ def execute(planned: Sequence[PlannedRun], results_dir: Path, device, data: dict
     Each run is locked while it trains: a second process on the same folder skips the runs the
     first one holds, trains the rest, then waits for the held ones and picks up any that the
     first process did not finish. `progress(event, **info)` gets 'start' (total, skipped), 'pack'
-    (runs, epochs), 'epoch' (epoch, step, steps, epochs), 'done' (records), 'busy' (runs another
-    process holds) and 'waiting' (runs) events, for the CLI.
+    (runs, epochs), 'epoch' (epoch, step, steps, epochs), 'done' (records) and 'waiting' (runs
+    another process holds) events, for the CLI.
     """
     results_dir = Path(results_dir)
     runs_dir = results_dir / "runs"
@@ -276,7 +276,6 @@ def execute(planned: Sequence[PlannedRun], results_dir: Path, device, data: dict
                 for _, lock in mine:
                     lock.release()
         if busy:
-            notify("busy", runs=[r.run_id for r in busy])
             notify("waiting", runs=[r.run_id for r in busy])
             for run in busy:  # block until the other process lets go of each
                 lock = RunLock(locks_dir, run.run_id)
@@ -293,11 +292,12 @@ def _train_and_write(pack: list[PlannedRun], runs_dir: Path, device, data: dict,
     from l2reg.train import RunSpec, TrainSettings, train_pack
 
     cfg = pack[0].config
-    n_train = len(data[data_key(cfg)].train_y)
-    steps = cfg.train.epochs * -(-n_train // cfg.train.batch_size)
+    pack_data = data[data_key(cfg)]
+    steps = cfg.train.epochs * -(-len(pack_data.train_y) // cfg.train.batch_size)
     compile_steps = cfg.train.compile
-    if compile_steps is None:  # auto: single CPU runs long enough to repay the compilation
-        compile_steps = getattr(device, "type", str(device)) == "cpu" and len(pack) == 1 and steps >= COMPILE_MIN_STEPS
+    if compile_steps is None:  # auto: CPU runs long enough to repay the compilation (the training
+        # loop itself compiles only single-run, penalised packs: see l2reg.train._compiled_objective)
+        compile_steps = getattr(device, "type", str(device)) == "cpu" and steps >= COMPILE_MIN_STEPS
     settings = TrainSettings(epochs=cfg.train.epochs, batch_size=cfg.train.batch_size, lr=cfg.train.lr,
                              adam_eps=cfg.train.adam_eps, plateau_factor=cfg.train.plateau_factor,
                              plateau_patience=cfg.train.plateau_patience, eval_batch_size=cfg.train.eval_batch_size,
@@ -306,7 +306,7 @@ def _train_and_write(pack: list[PlannedRun], runs_dir: Path, device, data: dict,
     notify("pack", runs=[r.run_id for r in pack], epochs=settings.epochs)
     started = time.perf_counter()
     try:
-        results = train_pack(specs, data[data_key(cfg)], settings, device,
+        results = train_pack(specs, pack_data, settings, device,
                              on_progress=lambda e, s, n, total=settings.epochs: notify(
                                  "epoch", epoch=e, step=s, steps=n, epochs=total))
     except Exception as error:  # one broken pack must not end the sweep: record it and go on

@@ -139,7 +139,8 @@ def _objective(template: ArticleCNN, norms: tuple[str, ...]):
 @functools.cache
 def _compiled_objective(norms: tuple[str, ...], pool_channels_last: bool, dtype: torch.dtype):
     """torch.compile'd objective for single-run CPU training, cached per process: compiling takes
-    ~50 s on 2 cores and then makes a step ~1.6x faster, so it pays for runs of >= ~1000 steps.
+    30-50 s on 2 cores and then makes a penalised step 1.3-1.5x faster (docs/performance.md), so
+    it pays for runs of >= ~1000 steps.
     Shapes are static; the last, partial batch of an epoch runs the eager objective instead of
     triggering a second compilation. dtype is part of the key because a float64 graph differs."""
     import logging

@@ -7,7 +7,7 @@ import torch
 
 from l2reg.config import ScheduleConfig
 from l2reg.data import load_mnist
-from l2reg.train import RunSpec, TrainSettings, _KerasAdam, _Plateau, coefficient_table, train_pack
+from l2reg.train import RunSpec, TrainSettings, _compiled_objective, _KerasAdam, _Plateau, coefficient_table, train_pack
 
 TINY = TrainSettings(epochs=2, batch_size=64, eval_batch_size=100)
 
@@ -102,7 +102,9 @@ def test_compiled_training_step_matches_eager(tiny_mnist):
     data = load_mnist(tiny_mnist)  # 540 images, batch 64: 8 compiled steps + 1 eager partial step per epoch
     settings = TrainSettings(epochs=2, batch_size=64, eval_batch_size=100)
     eager = train_pack([spec(alpha=1e-3)], data, settings)[0]
+    _compiled_objective.cache_clear()
     compiled = train_pack([spec(alpha=1e-3)], data, TrainSettings(**{**vars(settings), "compile": True}))[0]
+    assert _compiled_objective.cache_info().currsize == 1  # the compiled path really ran
     for a, b in zip(eager["history"], compiled["history"]):
         for key in ("train_loss", "train_penalty", "val_loss"):
             assert a[key] == pytest.approx(b[key], rel=2e-3), key
