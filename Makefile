@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # MNIST: this project's machines keep the four raw files in ../shared/data (read-only).
 export L2SWEEP_DATA ?= $(if $(wildcard ../shared/data/MNIST/raw),$(abspath ../shared/data),$(CURDIR)/data)
 
-.PHONY: help install test lint smoke ablation ablation-quick report bench clean
+.PHONY: help install test lint smoke ablation ablation-quick report bench device-kit clean
 
 help: ## show this list
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-15s %s\n", $$1, $$2}'
@@ -38,6 +38,17 @@ ablation-quick: install ## a smaller claim check for a 2-core CPU (< 30 min) -> 
 
 bench: install ## throughput: plain DataLoader loop vs l2sweep (pack sizes) -> bench.json
 	$(BIN)/l2sweep bench
+
+# For a lent GPU machine (device tool), whose image lacks these pure-Python packages and MNIST:
+# carry .devsite and .devdata and run scripts/device_check.sh there (docs/performance.md).
+DEVSITE_PACKAGES := hydra-core==1.3.8 omegaconf==2.3.1 antlr4-python3-runtime==4.9.3 submitit==1.5.4
+
+device-kit: install ## .devsite/ + .devdata/ for scripts/device_check.sh on a lent GPU machine
+	rm -rf .devsite .devdata
+	$(BIN)/python -m pip install --quiet --no-deps --target .devsite $(DEVSITE_PACKAGES)
+	mkdir -p .devdata
+	for f in $(L2SWEEP_DATA)/MNIST/raw/*-ubyte; do gzip -c "$$f" > .devdata/$$(basename "$$f").gz; done
+	du -sh .devsite .devdata
 
 clean: ## remove caches (keeps .venv and results/)
 	rm -rf .pytest_cache .ruff_cache build *.egg-info

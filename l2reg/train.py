@@ -4,8 +4,9 @@ A pack is a list of runs that share shapes (model, batch size, epochs, data). Th
 are stacked along a leading run dimension and trained as one computation with
 torch.func.functional_call + vmap; a pack of one takes the same code without vmap (on a CPU the
 grouped convolutions vmap produces are slower than plain ones). Each run keeps its own:
-- seed: init, data order and dropout masks come from three generators seeded from the run's
-  seed alone, so a run's numbers never depend on which other runs share its pack;
+- seed: the init comes from a generator seeded from the run's seed; data order and dropout masks
+  from counter-based random numbers keyed by it (l2reg.rng: one set of kernels for the whole pack
+  per step, the same on CPU and GPU), so a run's numbers never depend on which runs share its pack;
 - alpha, target, norm, schedule: folded into a per-step coefficient table (steps, runs, 4) =
   alpha(t) for [weights-l2, weights-l1, activations-l2, activations-l1], computed once up front
   (no host work per step);
@@ -28,13 +29,14 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call, stack_module_state, vmap
 
-from l2reg import penalties, schedules
+from l2reg import penalties, rng, schedules
 from l2reg.data import MNISTTensors
 from l2reg.model import DROPOUT_P, ArticleCNN
 
 ADAM_BETAS = (0.9, 0.999)
 KERAS_PLATEAU_MIN_DELTA = 1e-4  # absolute, as Keras' ReduceLROnPlateau
-# Generator streams per run: seeded as seed * STREAMS + stream, so no two runs or uses share one.
+# Random streams per run, so no two runs or uses share one: the init generator is seeded with
+# seed * STREAMS + INIT_STREAM; order and dropout use l2reg.rng keys of (seed, stream).
 STREAMS = 4
 INIT_STREAM, ORDER_STREAM, DROPOUT_STREAM = 0, 1, 2
 
@@ -280,8 +282,9 @@ def train_pack(specs: Sequence[RunSpec], data: MNISTTensors, settings: TrainSett
     lr = torch.full((n_runs,), settings.lr, device=device)
     optimizer = _KerasAdam(params, lr, settings.adam_eps)
     plateaus = [_Plateau(settings.plateau_factor, settings.plateau_patience) for _ in specs]
-    order_gens = [torch.Generator().manual_seed(s.seed * STREAMS + ORDER_STREAM) for s in specs]
-    dropout_gens = [torch.Generator(device=device).manual_seed(s.seed * STREAMS + DROPOUT_STREAM) for s in specs]
+    seeds = [s.seed for s in specs]
+    order_keys = rng.keys_tensor(seeds, ORDER_STREAM, device)
+    dropout_keys = rng.keys_tensor(seeds, DROPOUT_STREAM, device)
     histories: list[list[dict]] = [[] for _ in specs]
     diverged_at: list[int | None] = [None] * n_runs
     last_train = None
@@ -289,15 +292,14 @@ def train_pack(specs: Sequence[RunSpec], data: MNISTTensors, settings: TrainSett
 
     for epoch in range(settings.epochs):
         epoch_start = time.perf_counter()
-        order = torch.stack([torch.randperm(n_train, generator=g) for g in order_gens]).to(device)
+        order = rng.permutations(order_keys, epoch, n_train)
         sums = torch.zeros(n_runs, 3, device=device, dtype=torch.float64)  # ce*b, penalty*b, correct
         for step in range(steps_per_epoch):
             index = order[:, step * batch:(step + 1) * batch]
             xb, yb = data.train_x[index], data.train_y[index]
             b = index.shape[1]
             if settings.dropout > 0:
-                mask = torch.stack([torch.empty(b, 64, device=device, dtype=dtype).bernoulli_(keep, generator=g)
-                                    for g in dropout_gens]).div_(keep)
+                mask = rng.dropout_masks(dropout_keys, epoch * steps_per_epoch + step, (b, 64), keep, dtype)
             else:
                 mask = torch.ones(n_runs, b, 64, device=device, dtype=dtype)
             coef = coef_table[epoch * steps_per_epoch + step]

@@ -1,4 +1,5 @@
-"""GPU checks (skipped without CUDA): the same loop on the device, packs, a sweep, determinism."""
+"""GPU checks (skipped without CUDA): the same loop on the device, packs, a sweep, determinism,
+the same counter-based random numbers as on the CPU."""
 
 import pandas as pd
 import pytest
@@ -44,3 +45,13 @@ def test_a_sweep_on_the_gpu(tiny_mnist, tmp_path):
     assert result.exit_code == 0, result.output
     runs = pd.read_csv(tmp_path / "g" / "runs.csv")
     assert len(runs) == 8 and set(runs["device"]) == {"cuda"} and (runs["pack_size"] > 1).all()
+
+
+def test_counter_based_masks_and_orders_are_the_same_on_cpu_and_gpu():
+    from l2reg import rng
+
+    seeds = list(range(70))
+    cpu_keys, gpu_keys = rng.keys_tensor(seeds, 2, "cpu"), rng.keys_tensor(seeds, 2, "cuda")
+    cpu_masks = rng.dropout_masks(cpu_keys, 123, (128, 64), 0.5, torch.float32)
+    assert torch.equal(cpu_masks, rng.dropout_masks(gpu_keys, 123, (128, 64), 0.5, torch.float32).cpu())
+    assert torch.equal(rng.permutations(cpu_keys, 3, 54_000), rng.permutations(gpu_keys, 3, 54_000).cpu())
