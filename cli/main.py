@@ -226,6 +226,12 @@ class _Progress:
                 shown = f"test {acc:.2f} %" if acc is not None else record.get("error") or ""
                 self.bar.console.print(f"{record['run_id']}: {record['status']} {shown} "
                                        f"({record['seconds']:.0f} s)", highlight=False)
+            first = info["records"][0]
+            if len(info["records"]) > 1 and first.get("peak_memory_mib") is not None:
+                kind = "allocated on the GPU" if str(first["device"]).startswith("cuda") else "process RSS"
+                self.bar.console.print(f"pack of {len(info['records'])} runs: {first['seconds']:.0f} s, "
+                                       f"peak memory {first['peak_memory_mib']:,.0f} MiB ({kind})",
+                                       highlight=False)
 
 
 @app.command(help="Rebuild runs.csv, summary.csv, report.md (with the verdict) and plots/ of a results folder "
@@ -265,10 +271,11 @@ def _show(runs, summary, claim, results_dir: Path) -> None:
 def bench(
     overrides: Optional[List[str]] = typer.Argument(None, help="Config overrides, e.g. data.root=... train.device=cpu"),
     steps: int = typer.Option(100, min=10, help="Timed training steps of 128 images per measurement."),
-    pack_sizes: str = typer.Option("", help="Comma list of pack sizes (default: 1,2 on CPU; 1,8,32,64 on CUDA)."),
+    pack_sizes: str = typer.Option("", help="Comma list of pack sizes (default: 1,2 on CPU; "
+                                   "1,8,32,64,128,256 on CUDA)."),
     output: Path = typer.Option(Path("bench.json"), "--out", help="Where to write the measurements."),
-    compiled: bool = typer.Option(True, "--compile/--no-compile", help="On a CPU, also measure pack size 1 "
-                                  "with torch.compile (about a minute of compilation)."),
+    compiled: bool = typer.Option(True, "--compile/--no-compile", help="Also measure with torch.compile: "
+                                  "pack size 1 on a CPU, the largest pack on CUDA (about a minute of compilation)."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks of errors."),
 ) -> None:
     from l2reg.bench import run_bench, write_bench
@@ -282,7 +289,7 @@ def bench(
             validate(cfg)
             device = resolve_device(cfg.train.device)
             sizes = [int(v) for v in pack_sizes.split(",") if v.strip()] or (
-                [1, 8, 32, 64] if device.type == "cuda" else [1, 2])
+                [1, 8, 32, 64, 128, 256] if device.type == "cuda" else [1, 2])
             if any(size < 1 for size in sizes):
                 raise ConfigError(f"--pack-sizes={pack_sizes}: sizes must be >= 1")
             check_files(cfg.data.root, download=False)

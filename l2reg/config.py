@@ -57,8 +57,9 @@ class TrainConfig:
     pack_size: int = 0  # runs trained at once; 0 = automatic (1 on CPU)
     eval_batch_size: int = 250  # images per evaluation batch (CPU: 250 is ~1.5x faster than 1000)
     deterministic: bool = False  # GPU: deterministic cuDNN/cuBLAS kernels (CPU runs always repeat)
-    # torch.compile the training step of single-run packs: null = auto (on for CPU runs of at
-    # least COMPILE_MIN_STEPS steps, where the ~50 s compilation pays for itself)
+    # torch.compile the training step: null = auto (on for CPU runs of at least
+    # COMPILE_MIN_STEPS steps, where the ~50 s compilation pays for itself; off on CUDA until
+    # measured there); true also compiles vmapped packs (opt-in on a GPU)
     compile: Optional[bool] = None
 
 

@@ -14,7 +14,8 @@ from l2reg import files, stats
 
 RUN_COLUMNS = ["run_id", "context", "alpha", "target", "norm", "schedule", "seed", "status", "test_acc",
                "test_loss", "val_acc", "val_loss", "train_acc", "train_loss", "penalty", "weight_sq_norm",
-               "activation_sq_norm", "n_test", "epochs", "seconds", "pack_size", "device", "error"]
+               "activation_sq_norm", "n_test", "epochs", "seconds", "pack_size", "peak_memory_mib", "device",
+               "error"]
 
 
 class ReportError(RuntimeError):
@@ -46,7 +47,8 @@ def runs_frame(records: list[dict]) -> pd.DataFrame:
                                                                          "penalty", "weight_sq_norm",
                                                                          "activation_sq_norm", "n_test")},
             "epochs": record["config"]["train"]["epochs"], "seconds": record.get("seconds"),
-            "pack_size": record.get("pack_size"), "device": record.get("device"), "error": record.get("error"),
+            "pack_size": record.get("pack_size"), "peak_memory_mib": record.get("peak_memory_mib"),
+            "device": record.get("device"), "error": record.get("error"),
         })
     frame = pd.DataFrame(rows, columns=RUN_COLUMNS)
     return frame.sort_values(["context", "alpha", "target", "norm", "schedule", "seed"], kind="stable",

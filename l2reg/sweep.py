@@ -313,7 +313,7 @@ def _train_and_write(pack: list[PlannedRun], runs_dir: Path, device, data: dict,
         message = f"{type(error).__name__}: {error}"
         results = [{"status": "failed", "error": message, "traceback": traceback.format_exc(),
                     "metrics": {}, "history": [], "seconds": time.perf_counter() - started,
-                    "pack_size": len(pack), "device": str(device)} for _ in pack]
+                    "pack_size": len(pack), "device": str(device), "peak_memory_mib": None} for _ in pack]
     records = []
     for run, result in zip(pack, results):
         record = run_record(run, result, {**provenance, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})

@@ -67,7 +67,7 @@ class TrainSettings:
     eval_batch_size: int = 250
     deterministic: bool = False  # ask cuDNN/cuBLAS for deterministic kernels (GPU); CPU always is
     dropout: float = DROPOUT_P  # the article's 0.5; 0 turns dropout off (equivalence tests)
-    compile: bool = False  # torch.compile the training step of single-run packs (see _compiled_objective)
+    compile: bool = False  # torch.compile the training step (see _compiled_objective)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -139,19 +139,27 @@ def _objective(template: ArticleCNN, norms: tuple[str, ...]):
 
 
 @functools.cache
-def _compiled_objective(norms: tuple[str, ...], pool_channels_last: bool, dtype: torch.dtype):
-    """torch.compile'd objective for single-run CPU training, cached per process: compiling takes
-    30-50 s on 2 cores and then makes a penalised step 1.3-1.5x faster (docs/performance.md), so
-    it pays for runs of >= ~1000 steps.
-    Shapes are static; the last, partial batch of an epoch runs the eager objective instead of
-    triggering a second compilation. dtype is part of the key because a float64 graph differs."""
+def _compiled_objective(norms: tuple[str, ...], pool_channels_last: bool, dtype: torch.dtype, vmapped: bool):
+    """torch.compile'd training objective, cached per process (a sweep compiles once per kind).
+
+    Single run (vmapped=False): compiling takes 30-50 s on 2 CPU cores and then makes a penalised
+    step 1.3-1.5x faster (docs/performance.md), so it pays for runs of >= ~1000 steps.
+    Pack (vmapped=True): the vmapped objective compiled whole (params, data, masks and
+    coefficients all batched on dim 0); on 2 CPU cores a pack of 2 compiled in ~25 s and then
+    ran 1.2x faster; on a GPU it is opt-in (train.compile=true) until `l2sweep bench` measures it.
+    Shapes are static (dynamic=False): the last, partial batch of an epoch runs the eager
+    objective instead of triggering another compilation. dtype is part of the key because a
+    float64 graph differs."""
     import logging
 
     # inductor's C++ toolchain probe warns "No CUDA runtime is found" on CPU-only machines: noise
     logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     template = ArticleCNN().to("meta").eval()
     template.pool_channels_last = pool_channels_last
-    return torch.compile(_objective(template, norms), dynamic=False)
+    objective = _objective(template, norms)
+    if vmapped:
+        objective = vmap(objective, in_dims=(0, 0, 0, 0, 0))
+    return torch.compile(objective, dynamic=False)
 
 
 class _Pack:
@@ -172,10 +180,11 @@ class _Pack:
         norms = tuple(sorted({s.norm for s in specs if s.alpha > 0}))
         self.objective = _objective(self.template, norms)
         self.compiled = None
-        # Only with a penalty: the compiled graph of a penalty-free (baseline) run measured 2x
-        # SLOWER than eager here (1,341 vs 2,928 samples/s), while with a penalty it is ~1.3-1.5x faster.
-        if compile_steps and self.size == 1 and norms:
-            self.compiled = _compiled_objective(norms, self.template.pool_channels_last, dtype)
+        # A single run only with a penalty: the compiled graph of a penalty-free (baseline) run
+        # measured 2x SLOWER than eager on the CPU (1,341 vs 2,928 samples/s), while with a penalty
+        # it is ~1.3-1.5x faster. Packs compile whenever asked.
+        if compile_steps and (norms or self.size > 1):
+            self.compiled = _compiled_objective(norms, self.template.pool_channels_last, dtype, self.size > 1)
         self.full_batch = full_batch  # the one batch size the compiled graph is made for
 
     def __call__(self, x, y, mask, coef, shared_data: bool):
@@ -188,6 +197,8 @@ class _Pack:
             else:
                 out = self.objective(params, x[0], y[0], None if mask is None else mask[0], coef[0])
             return tuple(o.unsqueeze(0) for o in out)
+        if self.compiled is not None and not shared_data and mask is not None and x.shape[1] == self.full_batch:
+            return self.compiled(self.params, x, y, mask, coef)
         data_dim = None if shared_data else 0
         mask_dim = None if mask is None else 0
         return vmap(self.objective, in_dims=(0, data_dim, data_dim, mask_dim, 0))(self.params, x, y, mask, coef)
@@ -251,14 +262,34 @@ def available_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
+def reset_peak_memory(device: torch.device) -> None:
+    """Start a new peak-memory window (CUDA; a CPU process' peak RSS cannot be reset)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_memory_mib(device: torch.device) -> float:
+    """CUDA: the most memory PyTorch held allocated on the device since reset_peak_memory (data
+    included). CPU: the process' peak resident set size so far (Linux ru_maxrss is in KiB)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def configure_device(device: torch.device, deterministic: bool) -> None:
     """CPU: one intra-op thread per available core. CUDA: TF32 matmuls/convolutions allowed (the
-    model is far from needing fp32 mantissas) unless determinism is asked for."""
+    model is far from needing fp32 mantissas) and cuDNN's autotuner on (shapes are static apart
+    from each epoch's last batch, and vmap's grouped convolutions are where algorithms differ
+    most), unless determinism is asked for."""
     if device.type == "cpu" and torch.get_num_threads() != available_cores():
         torch.set_num_threads(available_cores())
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = not deterministic
         torch.backends.cudnn.allow_tf32 = not deterministic
+        torch.backends.cudnn.benchmark = not deterministic
     if deterministic:
         set_deterministic()
 
@@ -269,9 +300,11 @@ def train_pack(specs: Sequence[RunSpec], data: MNISTTensors, settings: TrainSett
     """Train every run of the pack; return one result dict per run (status, metrics, history).
 
     With keep_params, each result also holds its run's final parameters ("params", CPU tensors).
+    Every result carries the pack's size, seconds and peak memory (see peak_memory_mib).
     """
     device = torch.device(device)
     configure_device(device, settings.deterministic)
+    reset_peak_memory(device)
     started = time.perf_counter()
     n_runs, n_train, batch = len(specs), len(data.train_y), settings.batch_size
     steps_per_epoch = math.ceil(n_train / batch)  # the last, partial batch is kept (as Keras)
@@ -349,6 +382,7 @@ def train_pack(specs: Sequence[RunSpec], data: MNISTTensors, settings: TrainSett
         kernel_sq = [penalties.weight_penalty([pack.params["conv1.weight"][r], pack.params["conv2.weight"][r]],
                                               1.0, "l2").item() for r in range(n_runs)]
     seconds = time.perf_counter() - started
+    peak_mib = peak_memory_mib(device)
     n_test = len(data.test_y)
     results = []
     for r in range(n_runs):
@@ -369,6 +403,7 @@ def train_pack(specs: Sequence[RunSpec], data: MNISTTensors, settings: TrainSett
         results.append({
             "status": status, "diverged_epoch": diverged_at[r], "metrics": metrics,
             "history": histories[r], "seconds": seconds, "pack_size": n_runs, "device": str(device),
+            "peak_memory_mib": peak_mib,
         })
         if keep_params:
             results[-1]["params"] = {name: pack.params[name][r].detach().cpu().clone() for name in pack.names}

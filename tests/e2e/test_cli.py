@@ -34,7 +34,7 @@ def test_sweep_writes_runs_summary_and_report(tiny_mnist, tmp_path):
     runs = pd.read_csv(folder / "runs.csv")
     assert len(runs) == 9 and set(runs["status"]) == {"ok"}
     for column in ["run_id", "alpha", "target", "norm", "schedule", "seed", "status", "test_acc", "test_loss",
-                   "val_acc", "train_acc", "penalty", "seconds"]:
+                   "val_acc", "train_acc", "penalty", "seconds", "pack_size", "peak_memory_mib"]:
         assert column in runs.columns
     assert runs["test_acc"].between(0, 100).all()
     summary = pd.read_csv(folder / "summary.csv")
@@ -63,6 +63,19 @@ def test_sweep_writes_runs_summary_and_report(tiny_mnist, tmp_path):
     assert record["config"]["alpha"] == 0 and record["status"] == "ok" and len(record["history"]) == 1
     assert record["versions"]["torch"] and record["git_commit"] and record["device"] == "cpu"
     assert "Test accuracy" in result.output  # the rich table at the end
+
+
+def test_packs_report_their_peak_memory(tiny_mnist, tmp_path):
+    result = invoke("run", "alpha=0.0,1e-3", "seeds=2", "train.pack_size=3", f"data.root={tiny_mnist}",
+                    f"results_dir={tmp_path}", "name=p", *QUICK)
+    assert result.exit_code == 0, result.output
+    runs = pd.read_csv(tmp_path / "p" / "runs.csv")
+    assert sorted(runs["pack_size"]) == [1, 3, 3, 3]  # 4 runs in packs of at most 3
+    pack = runs[runs["pack_size"] == 3]
+    assert pack["peak_memory_mib"].nunique() == 1  # one measurement per pack
+    assert 50 < pack["peak_memory_mib"].iloc[0] < 24 * 1024  # a torch process' RSS, in MiB
+    assert "pack of 3 runs:" in result.output and "MiB (process RSS)" in result.output
+    assert "pack of 1 runs" not in result.output
 
 
 def test_rerun_skips_finished_runs(tiny_mnist, tmp_path):

@@ -20,6 +20,8 @@ def test_data_lives_on_the_device_and_a_pack_trains_there(tiny_mnist):
     specs = [RunSpec(seed, 1e-3, "both", "l2", ScheduleConfig()) for seed in range(3)]
     results = train_pack(specs, data, TrainSettings(epochs=2, batch_size=64), "cuda")
     assert all(r["status"] == "ok" and r["device"].startswith("cuda") for r in results)
+    total_mib = torch.cuda.get_device_properties(0).total_memory / 2**20
+    assert 0 < results[0]["peak_memory_mib"] < total_mib
     assert len({r["metrics"]["weight_sq_norm"] for r in results}) == 3
 
 

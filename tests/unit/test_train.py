@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+from l2reg import train as train_module
 from l2reg.config import ScheduleConfig
 from l2reg.data import load_mnist
 from l2reg.train import RunSpec, TrainSettings, _compiled_objective, _KerasAdam, _Plateau, coefficient_table, train_pack
@@ -109,3 +110,24 @@ def test_compiled_training_step_matches_eager(tiny_mnist):
         for key in ("train_loss", "train_penalty", "val_loss"):
             assert a[key] == pytest.approx(b[key], rel=2e-3), key
     assert eager["metrics"]["weight_sq_norm"] == pytest.approx(compiled["metrics"]["weight_sq_norm"], rel=1e-3)
+
+
+def test_compiled_pack_matches_eager_pack(tiny_mnist, monkeypatch):
+    data = load_mnist(tiny_mnist)  # 540 images, batch 64: 8 full steps per epoch
+    specs = [spec(seed=0, alpha=1e-3), spec(seed=1, alpha=0.0), spec(seed=2, alpha=1e-2, target="weights")]
+    settings = TrainSettings(epochs=2, batch_size=64, eval_batch_size=100)
+    eager = train_pack(specs, data, settings)
+    calls = []
+
+    def counting(*key):  # the real compiled objective, counting the steps that went through it
+        compiled_objective = _compiled_objective(*key)
+        return lambda *args: calls.append(args[1].shape) or compiled_objective(*args)
+
+    monkeypatch.setattr(train_module, "_compiled_objective", counting)
+    compiled = train_pack(specs, data, TrainSettings(**{**vars(settings), "compile": True}))
+    assert calls == [(3, 64, 1, 28, 28)] * 16  # every full step of both epochs, the whole pack at once
+    for a, b in zip(eager, compiled):
+        for x, y in zip(a["history"], b["history"]):
+            for key in ("train_loss", "train_penalty", "val_loss"):
+                assert x[key] == pytest.approx(y[key], rel=2e-3, abs=1e-7), key
+        assert a["metrics"]["weight_sq_norm"] == pytest.approx(b["metrics"]["weight_sq_norm"], rel=1e-3)
