@@ -8,10 +8,10 @@ STAMP := $(VENV)/.installed
 # MNIST: this project's machines keep the four raw files in ../shared/data (read-only).
 export L2SWEEP_DATA ?= $(if $(wildcard ../shared/data/MNIST/raw),$(abspath ../shared/data),$(CURDIR)/data)
 
-.PHONY: help install test lint smoke ablation ablation-quick report bench device-kit clean
+.PHONY: help install test lint smoke ablation ablation-quick ablation-quick-12 report bench device-kit clean
 
 help: ## show this list
-	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-15s %s\n", $$1, $$2}'
+	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-18s %s\n", $$1, $$2}'
 
 install: $(STAMP) ## create .venv and install l2sweep with its dev tools (first use only)
 
@@ -35,6 +35,9 @@ ablation: install ## the full claim check (conf/experiment/ablation.yaml) -> res
 
 ablation-quick: install ## a smaller claim check for a 2-core CPU (< 30 min) -> results/ablation-quick/
 	$(BIN)/l2sweep run experiment=ablation-quick
+
+ablation-quick-12: install ## ablation-quick with 12 seeds (36 runs, ~70 min on 2 cores) -> results/ablation-quick-12/
+	$(BIN)/l2sweep run experiment=ablation-quick seeds=12 name=ablation-quick-12
 
 bench: install ## throughput: plain DataLoader loop vs l2sweep (pack sizes) -> bench.json
 	$(BIN)/l2sweep bench

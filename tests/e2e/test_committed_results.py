@@ -1,4 +1,4 @@
-"""The committed claim check: its summary is what scipy computes from its runs.csv, and
+"""The committed claim checks: each summary is what scipy computes from its runs.csv, and
 `l2sweep report` rebuilds the same summary from its runs/*.json."""
 
 from pathlib import Path
@@ -11,14 +11,19 @@ from scipy import stats as sps
 from l2reg.report import load_records, runs_frame
 from l2reg.stats import holm, summarize
 
-FOLDER = Path(__file__).resolve().parents[2] / "results" / "ablation-quick"
+RESULTS = Path(__file__).resolve().parents[2] / "results"
+
+
+@pytest.fixture(params=["ablation-quick", "ablation-quick-12"])
+def folder(request):
+    if not (RESULTS / request.param / "summary.csv").is_file():
+        pytest.skip(f"no committed results/{request.param}")
+    return RESULTS / request.param
 
 
 @pytest.fixture
-def committed():
-    if not (FOLDER / "summary.csv").is_file():
-        pytest.skip("no committed results/ablation-quick")
-    return pd.read_csv(FOLDER / "runs.csv"), pd.read_csv(FOLDER / "summary.csv")
+def committed(folder):
+    return pd.read_csv(folder / "runs.csv"), pd.read_csv(folder / "summary.csv")
 
 
 def test_summary_is_reproduced_by_scipy_from_runs_csv(committed):
@@ -42,9 +47,9 @@ def test_summary_is_reproduced_by_scipy_from_runs_csv(committed):
     assert tested["p_holm"].to_numpy() == pytest.approx(holm(np.array(p_values)))
 
 
-def test_report_rebuilds_the_same_summary_from_the_run_files(committed):
+def test_report_rebuilds_the_same_summary_from_the_run_files(folder, committed):
     _, summary = committed
-    records, unreadable = load_records(FOLDER)
+    records, unreadable = load_records(folder)
     assert not unreadable
     rebuilt = summarize(runs_frame(records))
     pd.testing.assert_frame_equal(rebuilt.reset_index(drop=True),
