@@ -18,6 +18,9 @@ rate, independence between runs, steps and units, and that orders are permutatio
 
 from __future__ import annotations
 
+import functools
+import math
+
 import torch
 
 MASK32 = 0xFFFFFFFF
@@ -59,17 +62,20 @@ def uniform_bits(keys: torch.Tensor, counter: int, count: int) -> torch.Tensor:
     """(runs, count) int64 in [0, 2**32): `count` random words per run for one counter value
     (an epoch, a step). Row r depends only on keys[r], counter and the position."""
     row_keys = hash32((keys + _mul32(counter % 2**32, _GOLDEN32) + 1) & MASK32)  # (runs,)
-    positions = _mul32(torch.arange(count, dtype=torch.int64, device=keys.device), _GOLDEN32)
-    return hash32((row_keys[:, None] + positions[None, :]) & MASK32)
+    return hash32((row_keys[:, None] + _weyl_positions(count, keys.device)[None, :]) & MASK32)
+
+
+@functools.lru_cache(maxsize=8)
+def _weyl_positions(count: int, device: torch.device) -> torch.Tensor:
+    """(count,) position offsets, the same every step: made once, not in each training step."""
+    return _mul32(torch.arange(count, dtype=torch.int64, device=device), _GOLDEN32)
 
 
 def dropout_masks(keys: torch.Tensor, step: int, shape: tuple[int, ...], keep: float,
                   dtype: torch.dtype) -> torch.Tensor:
     """(runs, *shape) inverted-dropout masks for training step `step`: 1/keep with probability
     `keep`, else 0 (keep = 1 - dropout rate). A partial batch gets the leading rows of a full one."""
-    count = 1
-    for size in shape:
-        count *= size
+    count = math.prod(shape)
     threshold = round(keep * 2**32)  # P(bits < threshold) = keep exactly for keep = k / 2**32
     kept = uniform_bits(keys, step, count) < threshold
     return kept.view(len(keys), *shape).to(dtype).div_(keep)

@@ -295,8 +295,8 @@ def _train_and_write(pack: list[PlannedRun], runs_dir: Path, device, data: dict,
     pack_data = data[data_key(cfg)]
     steps = cfg.train.epochs * -(-len(pack_data.train_y) // cfg.train.batch_size)
     compile_steps = cfg.train.compile
-    if compile_steps is None:  # auto: CPU runs long enough to repay the compilation (the training
-        # loop itself compiles only single-run, penalised packs: see l2reg.train._compiled_objective)
+    if compile_steps is None:  # auto: CPU runs long enough to repay the compilation (baseline-only
+        # single runs stay eager even then: see l2reg.train._Pack); off on CUDA until measured there
         compile_steps = getattr(device, "type", str(device)) == "cpu" and steps >= COMPILE_MIN_STEPS
     settings = TrainSettings(epochs=cfg.train.epochs, batch_size=cfg.train.batch_size, lr=cfg.train.lr,
                              adam_eps=cfg.train.adam_eps, plateau_factor=cfg.train.plateau_factor,
