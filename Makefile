@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # MNIST: this project's machines keep the four raw files in ../shared/data (read-only).
 export L2SWEEP_DATA ?= $(if $(wildcard ../shared/data/MNIST/raw),$(abspath ../shared/data),$(CURDIR)/data)
 
-.PHONY: help install test lint smoke ablation ablation-quick ablation-quick-12 report bench device-kit clean
+.PHONY: help install test lint smoke ablation controls claim-check ablation-quick ablation-quick-12 report bench device-kit clean
 
 help: ## show this list
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-18s %s\n", $$1, $$2}'
@@ -30,8 +30,27 @@ lint: install ## ruff
 smoke: install ## a one-minute sweep on a slice of real MNIST -> results/smoke/
 	$(BIN)/l2sweep run experiment=smoke
 
-ablation: install ## the full claim check (conf/experiment/ablation.yaml) -> results/ablation/
+ablation: install ## the main grid of the claim check (250 runs: conf/experiment/ablation.yaml) -> results/ablation/
 	$(BIN)/l2sweep run experiment=ablation
+
+# The controls (README "The claim check"): decay values chosen on the pilot's VALIDATION accuracy;
+# the default context's baselines are the main grid's own runs when it has them (same run ids).
+controls: install ## the controls of the claim check -> results/controls-decay-pilot/, results/controls/
+	mkdir -p results/controls-decay-pilot/runs results/controls/runs
+	-cp -n results/ablation/runs/baseline-s[012]-*.json results/controls-decay-pilot/runs/ 2>/dev/null
+	-cp -n results/ablation/runs/baseline-s*-*.json results/controls/runs/ 2>/dev/null
+	$(BIN)/l2sweep run experiment=controls-decay-pilot
+	for scope in conv all; do \
+	  $(BIN)/l2sweep run experiment=controls-decay scope=$$scope \
+	    alpha=$$($(BIN)/python scripts/choose_decay.py results/controls-decay-pilot --scope $$scope) || exit $$?; \
+	done
+	$(BIN)/l2sweep run experiment=controls-scope
+	$(BIN)/l2sweep run experiment=controls-literal
+	$(BIN)/l2sweep run experiment=controls-l1
+	$(BIN)/l2sweep run experiment=controls-dropout
+	$(BIN)/l2sweep run experiment=controls-small-data
+
+claim-check: ablation controls ## the whole claim check: the main grid, then the controls
 
 ablation-quick: install ## a smaller claim check for a 2-core CPU (< 30 min) -> results/ablation-quick/
 	$(BIN)/l2sweep run experiment=ablation-quick

@@ -13,6 +13,7 @@ from typing import List, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 app = typer.Typer(
@@ -24,15 +25,24 @@ app = typer.Typer(
 err = Console(stderr=True)
 out = Console()
 
-RUN_HELP = """Train a sweep and write results/<name>/ (runs/*.json, runs.csv, summary.csv, report.md).
+RUN_HELP = """Train a sweep and write results/<name>/ (runs/*.json, runs.csv, summary.csv, verdict.json,
+report.md, plots/, sweep.json).
 
 OVERRIDES use Hydra's grammar: comma lists (alpha=1e-4,1e-3), range() ('seed=range(5)', quoted
-for the shell), choice(), glob() on groups (schedule='glob(*)'), experiment=ablation. Keys:
-alpha (>= 0), target (weights|activations|both), norm (l2|l1), schedule (constant|exponential|
-linear|cosine|step, with schedule.gamma, schedule.every, schedule.factor), seed, seeds (default 3),
-name, results_dir, data.* (root, val_fraction, train_limit, test_limit, download) and train.*
-(epochs, batch_size, lr, device, pack_size, ...). The alpha=0 baseline always runs, once per seed.
-Re-running the same command skips finished runs.
+for the shell), choice(), glob() on groups (schedule='glob(*)'), experiment=ablation.
+
+Setting axes (compared with the baseline): alpha (>= 0; 0 = baseline), target
+(weights|activations|both), norm (l2|l1), schedule (constant|exponential|linear|cosine|step, with
+schedule.gamma per epoch, schedule.every epochs, schedule.factor), form (loss|decoupled: AdamW-style
+decay, target=weights only), scope (conv|dense|all: the kernels a weight term acts on).
+Context axes (each value its own baseline and verdict): train.dropout (rate in [0, 1)),
+data.train_size (train on N of the 54,000 training images, drawn by seed).
+Also: seed, seeds (default 3), name (one plain folder name), results_dir, data.* (root,
+val_fraction, train_limit, test_limit, download), train.* (epochs, batch_size, lr, device,
+pack_size, compile, ...), report.min_effect_pp (pp).
+
+The alpha=0 baseline always runs, once per seed and context. Re-running the same command skips
+finished runs. Exit codes: 0 all ok, 1 runs failed or diverged, 2 invalid input, 130 interrupted.
 """
 
 
@@ -46,7 +56,7 @@ def _unexpected_errors(debug: bool):
     except Exception as error:
         if debug:
             raise
-        err.print(f"[bold red]error:[/] {type(error).__name__}: {error} (run again with --debug for the "
+        err.print(f"[bold red]error:[/] {type(error).__name__}: {escape(str(error))} (run again with --debug for the "
                   f"traceback)", highlight=False)
         raise typer.Exit(1) from None
 
@@ -54,28 +64,62 @@ def _unexpected_errors(debug: bool):
 def _fail(message: str, error: BaseException | None, debug: bool, code: int = 2) -> None:
     if debug and error is not None:
         err.print_exception()
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
 def _summary_table(summary, title: str) -> Table:
-    """A compact table (fits 80 columns): setting, n, mean accuracy, delta, its CI, Holm p, call."""
+    """A compact table (fits 80 columns): setting, n, mean accuracy, paired delta and CI, call."""
+    from l2reg import axes
+
     table = Table(title=title)
-    for column in ("setting", "n", "acc %", "delta pp", "95% CI pp", "p Holm", "call"):
+    for column in ("setting", "n", "acc %", "delta pp", "95% CI pp", "call"):
         table.add_column(column, justify="left" if column in ("setting", "call") else "right")
     contexts = summary["context"].nunique()
+    tested = summary[summary["alpha"] != 0]
+    varying = [c for c in axes.SETTING_COLUMNS if tested[c].nunique(dropna=False) > 1] or ["alpha", "target"]
 
     def num(value, fmt: str) -> str:
         return "-" if value != value else format(value, fmt)
 
     for row in summary.itertuples(index=False):
-        setting = "baseline" if row.target == "none" else f"{row.alpha:g} {row.target} {row.norm} {row.schedule}"
+        values = row._asdict()
+        setting = "baseline" if row.alpha == 0 else " ".join(
+            f"{values[c]:g}" if c == "alpha" else str(values[c]) for c in varying)
         if contexts > 1:
-            setting += f" [{row.context}]"
-        ci = "-" if row.ci_low_pp != row.ci_low_pp else f"{row.ci_low_pp:+.2f}..{row.ci_high_pp:+.2f}"
-        failed = f" (+{row.n_not_ok} not ok)" if row.n_not_ok else ""
+            setting += escape(f" [{row.context}]")
+        low, high = values.get("paired_ci_low_pp"), values.get("paired_ci_high_pp")
+        ci = "-" if low is None or low != low else f"{low:+.2f}..{high:+.2f}"
+        failed = f" (+{row.n_not_ok} not ok)" if row.n_not_ok == row.n_not_ok and row.n_not_ok else ""
         table.add_row(setting, f"{row.n}{failed}", num(row.mean_acc, ".3f"), num(row.delta_pp, "+.3f"), ci,
-                      num(row.p_holm, ".2g"), str(row.call))
+                      escape(str(row.call)))
+    return table
+
+
+def _shown(value) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _plan_table(planned, done: set) -> Table:
+    """The planned runs: run id, the axes that vary (alpha always; a setting axis when it varies
+    between the regularized runs, a context axis when it varies at all), seed, done; the axes
+    that do not vary are named once in the caption, so the table fits a terminal."""
+    from l2reg import axes, sweep
+
+    rows = [({**sweep.setting_columns(item.config), **axes.context_columns(item.config)}, item) for item in planned]
+    tested = [cols for cols, item in rows if not item.is_baseline]
+    shown = [ax for ax in axes.SETTING_AXES
+             if ax.key == "alpha" or len({_shown(cols[ax.column]) for cols in tested}) > 1]
+    shown += [ax for ax in axes.CONTEXT_AXES if len({_shown(cols[ax.column]) for cols, _ in rows}) > 1]
+    fixed = [f"{ax.column}={_shown(tested[0][ax.column])}" for ax in axes.SETTING_AXES if tested and ax not in shown]
+    fixed += [f"{ax.column}={_shown(rows[0][0][ax.column])}" for ax in axes.CONTEXT_AXES if rows and ax not in shown]
+    table = Table(caption=escape("every run: " + ", ".join(fixed)) if fixed else None)
+    table.add_column("run_id", overflow="fold")  # a narrow terminal folds the ids, never the values
+    for column in [ax.column for ax in shown] + ["seed", "done"]:
+        table.add_column(column, no_wrap=True)
+    for cols, item in rows:
+        table.add_row(item.run_id, *[_shown(cols[ax.column]) for ax in shown], str(item.config.seed),
+                      "yes" if item.run_id in done else "")
     return table
 
 
@@ -95,6 +139,7 @@ def _run(overrides: list[str], dry_run: bool, force: bool, config_dir: Optional[
     from l2reg import sweep
     from l2reg.config import ConfigError, expand_and_compose
     from l2reg.data import DataError
+    from l2reg.provenance import write_sweep_json
     from l2reg.report import ReportError, write_reports
     from l2reg.train import resolve_device
 
@@ -113,15 +158,10 @@ def _run(overrides: list[str], dry_run: bool, force: bool, config_dir: Optional[
     if dry_run:
         done = sweep.finished_ids(results_dir / "runs") if not force else set()
         n_done = len(done & {r.run_id for r in planned})
-        table = Table(title=f"{len(planned)} planned runs -> {results_dir} ({n_done} done)")
-        table.add_column("run_id", no_wrap=True)
-        for column in ("alpha", "target", "norm", "schedule", "seed", "done"):
-            table.add_column(column)
-        for item in planned:
-            cols = sweep.setting_columns(item.config)
-            table.add_row(item.run_id, f"{cols['alpha']:g}", cols["target"], cols["norm"], cols["schedule"],
-                          str(item.config.seed), "yes" if item.run_id in done else "")
-        out.print(table)
+        # the title on a line of its own (a table title wraps to the table's width): scripts parse it
+        out.print(escape(f"{len(planned)} planned runs -> {results_dir} ({n_done} done)"), highlight=False,
+                  soft_wrap=True)
+        out.print(_plan_table(planned, done))
         return
 
     try:
@@ -133,17 +173,20 @@ def _run(overrides: list[str], dry_run: bool, force: bool, config_dir: Optional[
     except OSError as error:
         _fail(f"results folder {results_dir} is not writable ({error.strerror or error}): choose another "
               f"results_dir= or name=", error, debug)
+    size = sweep.pack_size_for(planned, configs[0].train.device)
+    write_sweep_json(results_dir, ["l2sweep", "run", *overrides], [point for point, _ in points], planned,
+                     device, size, data)
 
     outcome = None
     interrupted = False
     try:
         with _Progress() as progress:
-            outcome = sweep.execute(planned, results_dir, device, data, force=force, progress=progress)
+            outcome = sweep.execute(planned, results_dir, data, force=force, progress=progress)
     except KeyboardInterrupt:
         interrupted = True
         err.print("[yellow]interrupted: the run(s) in flight are lost; finished runs are kept[/]")
     try:
-        _show(*write_reports(results_dir, configs[0].report.min_effect_pp), results_dir)
+        _show(write_reports(results_dir, configs[0].report.min_effect_pp), results_dir)
     except ReportError:
         if not interrupted:
             raise
@@ -153,7 +196,7 @@ def _run(overrides: list[str], dry_run: bool, force: bool, config_dir: Optional[
     if outcome and outcome.not_ok:
         err.print(f"[red]{len(outcome.not_ok)} run(s) did not finish:[/]")
         for record in outcome.not_ok:
-            err.print(f"  {record['run_id']}: {record['status']} {record.get('error') or ''}", highlight=False)
+            err.print(escape(f"  {record['run_id']}: {record['status']} {record.get('error') or ''}"), highlight=False)
         raise typer.Exit(1)
 
 
@@ -224,8 +267,8 @@ class _Progress:
             for record in info["records"]:  # a line per finished run: readable in logs, too
                 acc = (record.get("metrics") or {}).get("test_acc")
                 shown = f"test {acc:.2f} %" if acc is not None else record.get("error") or ""
-                self.bar.console.print(f"{record['run_id']}: {record['status']} {shown} "
-                                       f"({record['seconds']:.0f} s)", highlight=False)
+                self.bar.console.print(escape(f"{record['run_id']}: {record['status']} {shown} "
+                                              f"({record['seconds']:.0f} s)"), highlight=False)
             first = info["records"][0]
             if len(info["records"]) > 1 and first.get("peak_memory_mib") is not None:
                 kind = "allocated on the GPU" if str(first["device"]).startswith("cuda") else "process RSS"
@@ -248,44 +291,73 @@ def report(
         _fail(f"--min-effect-pp={min_effect_pp}: must be > 0 (percentage points)", None, debug)
     with _unexpected_errors(debug):
         try:
-            runs, summary, claim = write_reports(results_dir, min_effect_pp)
+            report_ = write_reports(results_dir, min_effect_pp)
         except ReportError as error:
             _fail(str(error), error, debug)
-        _show(runs, summary, claim, results_dir)
+        _show(report_, results_dir)
 
 
-def _show(runs, summary, claim, results_dir: Path) -> None:
-    """The summary as a rich table, the verdict and where the report is."""
-    out.print(_summary_table(summary, f"Test accuracy (%), {results_dir}"))
+def _show(report_, results_dir: Path) -> None:
+    """The summary as a rich table, each context's claim verdicts, warnings, and where the files are."""
+    analysis = report_.analysis
+    for name, why in report_.skipped:
+        err.print(f"[yellow]warning:[/] skipped runs/{escape(name)}: {escape(why)}", highlight=False, soft_wrap=True)
+    out.print(_summary_table(analysis.summary, escape(f"Test accuracy (%), {results_dir}")))
+    runs = report_.runs
     not_ok = runs[runs["status"] != "ok"]
     if len(not_ok):
-        err.print(f"{len(not_ok)} run(s) not ok, left out of the statistics: {', '.join(not_ok['run_id'])}")
-    out.print(f"[bold]verdict: {claim.verdict}[/] (smallest effect of interest {claim.min_effect_pp:g} pp)")
-    for reason in claim.reasons:
-        out.print(f"  - {reason}", highlight=False)
-    out.print(f"report: {Path(results_dir) / 'report.md'}")
+        err.print(f"{len(not_ok)} run(s) not ok, left out of the statistics: {', '.join(not_ok['run_id'])}",
+                  highlight=False, soft_wrap=True)
+    several = len(analysis.verdicts) > 1
+    for context, claims in analysis.verdicts.items():
+        out.print(f"[bold]verdicts{escape(f' [{context}]') if several else ''}[/] (smallest effect of interest "
+                  f"{analysis.min_effect_pp:g} pp):")
+        for claim, verdict in claims.items():
+            first = verdict["reasons"][0] if verdict["reasons"] else ""
+            out.print(f"  {claim}: [bold]{verdict['verdict']}[/] - {escape(first)}", highlight=False)
+        path = report_.paths[context]
+        if not path["one_path"]:
+            err.print(f"[yellow]warning:[/] the runs of {escape(str(context))} do not all record one code path "
+                      f"and device (code path: {', '.join(path['code_paths'])}; device: "
+                      f"{', '.join(path['devices'])}): a difference between arms may come from the code",
+                      highlight=False, soft_wrap=True)
+    out.print(f"report: {Path(results_dir) / 'report.md'} (verdict.json for scripts)")
 
 
-@app.command(help="Training throughput on this machine's device: a plain PyTorch DataLoader loop (the "
-             "reference) against l2sweep with pack size 1 and larger packs. Prints a table, writes bench.json.")
+@app.command(help="What l2sweep costs on this machine's device against a plain PyTorch DataLoader loop "
+             "(the reference), in one process: training samples/s of the plain loop and of l2sweep with several pack "
+             "sizes (eager and compiled), and with --whole-run one complete run of each (evaluations and feature "
+             "metrics included). Model, setting, lr, batch size and epochs come from the composed config "
+             "(default here: alpha=1e-4 target=both). Prints a table, writes bench.json.")
 def bench(
     overrides: Optional[List[str]] = typer.Argument(None, help="Config overrides, e.g. data.root=... train.device=cpu"),
-    steps: int = typer.Option(100, min=10, help="Timed training steps of 128 images per measurement."),
+    steps: int = typer.Option(100, min=10, help="Timed training steps per step measurement."),
     pack_sizes: str = typer.Option("", help="Comma list of pack sizes (default: 1,2 on CPU; "
                                    "1,8,32,64,128,256 on CUDA)."),
     output: Path = typer.Option(Path("bench.json"), "--out", help="Where to write the measurements."),
     compiled: bool = typer.Option(True, "--compile/--no-compile", help="Also measure with torch.compile: "
-                                  "pack size 1 on a CPU, the largest pack on CUDA (about a minute of compilation)."),
+                                  "pack size 1 on a CPU, the largest pack on CUDA (compiles first)."),
+    whole_run: bool = typer.Option(True, "--whole-run/--no-whole-run", help="Also time one complete run of the "
+                                   "config with the plain loop and with l2sweep (minutes on a CPU)."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks of errors."),
 ) -> None:
+    from dataclasses import replace
+
     from l2reg.bench import run_bench, write_bench
     from l2reg.config import ConfigError, expand_and_compose, validate
     from l2reg.data import DataError, check_files
     from l2reg.train import resolve_device
 
+    overrides = list(overrides or [])
+    given = {item.split("=", 1)[0].lstrip("+~") for item in overrides}
+    defaults = [item for item in ("alpha=1e-4", "target=both") if item.split("=")[0] not in given]
     with _unexpected_errors(debug):
         try:
-            [(_, cfg)] = expand_and_compose(overrides or [])
+            points = expand_and_compose(defaults + overrides)
+            if len(points) != 1:
+                raise ConfigError(f"bench takes plain overrides, not sweeps ({len(points)} points)")
+            cfg = points[0][1]
+            cfg = replace(cfg, seed=1 if cfg.seed is None else cfg.seed)
             validate(cfg)
             device = resolve_device(cfg.train.device)
             sizes = [int(v) for v in pack_sizes.split(",") if v.strip()] or (
@@ -293,20 +365,34 @@ def bench(
             if any(size < 1 for size in sizes):
                 raise ConfigError(f"--pack-sizes={pack_sizes}: sizes must be >= 1")
             check_files(cfg.data.root, download=False)
-        except ValueError as error:  # ConfigError included; also a sweep (more than one point)
-            _fail(str(error) if str(error) else "bench takes plain overrides, not sweeps", error, debug)
+        except ValueError as error:  # ConfigError included
+            _fail(str(error), error, debug)
         except DataError as error:
             _fail(str(error), error, debug)
-        result = run_bench(cfg.data.root, device, steps, sizes, compiled,
+        result = run_bench(cfg, device, steps, sizes, compiled, whole_run,
                            progress=lambda m: err.print(f"measuring: {m}"))
         write_bench(result, output)
-        table = Table(title=f"l2sweep bench on {result['device']}, {steps} steps of 128, torch {result['torch']}")
-        for column in ("measurement", "runs", "samples/s", "runs/min (5 ep)", "x plain", "peak MiB"):
+        setting = " ".join(f"{k}={v}" for k, v in result["setting"].items())
+        table = Table(title=f"l2sweep bench on {result['device']}, {steps} steps of {result['batch_size']}, "
+                            f"torch {result['torch']}, {setting}")
+        for column in ("measurement", "runs", "samples/s", f"runs/min ({result['epochs']} ep)", "x plain",
+                       "peak MiB"):
             table.add_column(column, justify="left" if column == "measurement" else "right")
         for row in result["rows"]:
             table.add_row(row["name"], str(row["runs"]), f"{row['samples_per_s']:,.0f}",
                           f"{row['runs_per_min']:.3f}", f"{row['speedup']:.2f}", f"{row['peak_mib']:.0f}")
         out.print(table)
+        if result["whole_run"]:
+            whole = Table(title=f"one whole {result['epochs']}-epoch run (wall seconds)")
+            for column in ("measurement", "seconds", "x plain", "test acc %", "evaluations", "feature metrics"):
+                whole.add_column(column, justify="left" if column == "measurement" else "right")
+            for row in result["whole_run"]:
+                evals = f"{row['eval_seconds']:.1f} s" if "eval_seconds" in row else "-"
+                feats = (f"{row['features_seconds']:.1f} s ({row['features_share']:.1%})"
+                         if "features_seconds" in row else "-")
+                whole.add_row(row["name"], f"{row['seconds']:.1f}", f"{row['speedup']:.2f}", f"{row['test_acc']:.2f}",
+                              evals, feats)
+            out.print(whole)
         out.print(f"written: {output}")
 
 

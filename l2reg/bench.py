@@ -1,16 +1,20 @@
-"""`l2sweep bench`: training throughput of l2sweep against a plain PyTorch DataLoader loop.
+"""`l2sweep bench`: what l2sweep costs against a plain PyTorch DataLoader loop, in one process.
 
-Measured in one process, on one device, on the same model and loss (cross-entropy + the L2
-penalty on conv weights and activations, alpha=1e-4, target=both):
-(a) the reference: torchvision MNIST with ToTensor, a DataLoader (batch 128, shuffle; on CUDA
-    one worker and pinned memory, as pytorch/examples mnist), nn.Module dropout, torch.optim.Adam;
-(b) l2sweep's training loop with pack size 1;
-(c) l2sweep packs of several sizes, and with torch.compile: pack size 1 on a CPU (the default for
-    full-length CPU runs), the largest pack on CUDA (opt-in there, train.compile=true).
-Throughput counts training samples per second over timed steps only (warm-up and evaluation
-excluded); runs/min is what that throughput means for full 5-epoch runs on 54 000 images.
-Ratios are against (a) from the same process. Peak memory: CUDA max allocated per
-measurement; on CPU the process' peak RSS growth.
+Everything is read from the composed config (model, loss and penalty setting, lr, eps, batch
+size, epochs, dropout): nothing is restated here. Two kinds of rows, each against the plain loop
+of the same process, so the shared machine's noise cancels as far as it can:
+- step rows: training samples/s over `steps` timed steps (warm-up, compilation and evaluation
+  excluded) of (a) the reference: torchvision MNIST with ToTensor, a DataLoader (batch from the
+  config, shuffle; on CUDA one worker and pinned memory, as pytorch/examples mnist), nn.Module
+  dropout, torch.optim.Adam, the same loss + penalty; (b) l2sweep's one training loop with pack
+  size 1 and larger packs, eager; (c) with torch.compile: pack size 1 on a CPU, the largest pack
+  on CUDA. runs/min is what that throughput means for full runs of the config's epochs.
+- whole-run rows (--whole-run): what a user waits for. One complete run of the config (all its
+  epochs on the full training split, per-epoch validation, ReduceLROnPlateau, the test set) as
+  the plain loop does it, and as l2sweep does it (with its evaluations, feature metrics and
+  per-image predictions, compiled as a sweep would decide): wall seconds, and for l2sweep the
+  share of the evaluations and of the feature metrics in the run.
+Peak memory: CUDA max allocated per measurement; on CPU the process' peak RSS growth.
 """
 
 from __future__ import annotations
@@ -19,20 +23,18 @@ import json
 import math
 import platform
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
-from l2reg import penalties
-from l2reg.config import ScheduleConfig
+from l2reg import penalties, sweep
+from l2reg.config import Config
 from l2reg.data import load_mnist
 from l2reg.model import ArticleCNN
-from l2reg.train import RunSpec, TrainSettings, configure_device, peak_memory_mib, reset_peak_memory, train_pack
-
-FULL_RUN_SAMPLES = 5 * 54_000  # 5 epochs of the article's training split
-ALPHA = 1e-4
+from l2reg.train import configure_device, peak_memory_mib, reset_peak_memory, train_pack
 
 
 def _memory_start(device: torch.device) -> float:
@@ -45,19 +47,49 @@ def _memory_peak(device: torch.device, start: float) -> float:
     return max(0.0, peak_memory_mib(device) - start)
 
 
-def dataloader_reference(root: str, steps: int, device: torch.device, batch_size: int = 128,
-                         warmup: int = 5) -> dict:
-    """(a) The plain loop a PyTorch user writes first; returns samples/s over `steps` timed steps."""
-    from torch.utils.data import DataLoader
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _penalty_coefficients(cfg: Config, device: torch.device) -> torch.Tensor:
+    """The config's loss-term coefficients (constant alpha: the reference has no schedule)."""
+    spec = sweep.run_spec(cfg)
+    coef = torch.zeros(len(penalties.TERMS), device=device)
+    for term in spec.terms:
+        if term.form == "loss":
+            coef[penalties.TERMS.index(term)] = spec.alpha
+    return coef
+
+
+def _plain_loader(cfg: Config, device: torch.device, train: bool):
+    from torch.utils.data import DataLoader, Subset
     from torchvision import datasets, transforms
 
-    dataset = datasets.MNIST(root, train=True, transform=transforms.ToTensor())
+    dataset = datasets.MNIST(cfg.data.root, train=True, transform=transforms.ToTensor())
+    n_val = int(round(len(dataset) * cfg.data.val_fraction))
     cuda = device.type == "cuda"
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=True,
-                        num_workers=1 if cuda else 0, pin_memory=cuda)
+    split = Subset(dataset, range(len(dataset) - n_val) if train else range(len(dataset) - n_val, len(dataset)))
+    return DataLoader(split, batch_size=cfg.train.batch_size if train else cfg.train.eval_batch_size, shuffle=train,
+                      num_workers=1 if cuda else 0, pin_memory=cuda)
+
+
+def _plain_step(model, optimizer, x, y, coef):
+    logits, activations = model(x, return_activations=True)
+    loss = F.cross_entropy(logits, y) + penalties.loss_penalty(dict(model.named_parameters()), activations, coef)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss
+
+
+def dataloader_reference(cfg: Config, steps: int, device: torch.device, warmup: int = 5) -> dict:
+    """(a) The plain loop a PyTorch user writes first; samples/s over `steps` timed steps."""
+    loader = _plain_loader(cfg, device, train=True)
     torch.manual_seed(0)
-    model = ArticleCNN().to(device).train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, eps=1e-7)
+    model = ArticleCNN(dropout=cfg.train.dropout).to(device).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.train.lr, eps=cfg.train.adam_eps)
+    coef = _penalty_coefficients(cfg, device)
     memory = _memory_start(device)
     started = None
 
@@ -67,68 +99,121 @@ def dataloader_reference(root: str, steps: int, device: torch.device, batch_size
 
     for step, (x, y) in enumerate(batches()):
         if step == warmup:
-            if cuda:
-                torch.cuda.synchronize(device)
+            _sync(device)
             started = time.perf_counter()
         if step == warmup + steps:
             break
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        logits, activations = model(x, return_activations=True)
-        loss = (F.cross_entropy(logits, y) + penalties.weight_penalty(model, ALPHA)
-                + penalties.activation_penalty(activations, ALPHA))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-    if cuda:
-        torch.cuda.synchronize(device)
+        _plain_step(model, optimizer, x.to(device, non_blocking=True), y.to(device, non_blocking=True), coef)
+    _sync(device)
     seconds = time.perf_counter() - started
-    return {"name": "plain DataLoader loop", "runs": 1, "samples_per_s": steps * batch_size / seconds,
+    return {"name": "plain DataLoader loop", "runs": 1, "samples_per_s": steps * cfg.train.batch_size / seconds,
             "peak_mib": _memory_peak(device, memory), "seconds": seconds}
 
 
-def l2sweep_pack(root: str, steps: int, device: torch.device, pack_size: int, batch_size: int = 128,
-                 compile_steps: bool = False) -> dict:
-    """(b)/(c) l2sweep's one training loop on `pack_size` runs; samples/s from the 2nd epoch's steps
-    (the first one warms up, and compiles when compile_steps)."""
-    n_train = steps * batch_size
-    data = load_mnist(root, val_fraction=0.1, train_limit=math.ceil(n_train / 0.9), test_limit=1000,
-                      download=False, device=device)
-    specs = [RunSpec(seed, ALPHA, "both", "l2", ScheduleConfig()) for seed in range(pack_size)]
-    settings = TrainSettings(epochs=2, batch_size=batch_size, compile=compile_steps)
+def plain_whole_run(cfg: Config, device: torch.device) -> dict:
+    """The plain loop's whole run: every epoch of the config, validation loss per epoch for
+    ReduceLROnPlateau, then test accuracy (its DataLoaders made inside, as a script would)."""
+    from torchvision import datasets, transforms
+
+    started = time.perf_counter()
+    train_loader, val_loader = _plain_loader(cfg, device, train=True), _plain_loader(cfg, device, train=False)
+    test = datasets.MNIST(cfg.data.root, train=False, transform=transforms.ToTensor())
+    test_loader = torch.utils.data.DataLoader(test, batch_size=cfg.train.eval_batch_size)
+    torch.manual_seed(cfg.seed or 0)
+    model = ArticleCNN(dropout=cfg.train.dropout).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.train.lr, eps=cfg.train.adam_eps)
+    plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=cfg.train.plateau_factor,
+                                                         patience=cfg.train.plateau_patience)
+    coef = _penalty_coefficients(cfg, device)
+
+    def evaluate(loader):
+        model.eval()
+        loss, correct, n = 0.0, 0, 0
+        with torch.no_grad():
+            for x, y in loader:
+                x, y = x.to(device), y.to(device)
+                logits = model(x)
+                loss += F.cross_entropy(logits, y, reduction="sum").item()
+                correct += (logits.argmax(1) == y).sum().item()
+                n += len(y)
+        return loss / n, 100.0 * correct / n
+
+    for _ in range(cfg.train.epochs):
+        model.train()
+        for x, y in train_loader:
+            _plain_step(model, optimizer, x.to(device), y.to(device), coef)
+        plateau.step(evaluate(val_loader)[0])
+    _, test_acc = evaluate(test_loader)
+    _sync(device)
+    return {"name": "plain DataLoader loop, whole run", "runs": 1, "seconds": time.perf_counter() - started,
+            "test_acc": test_acc}
+
+
+def l2sweep_pack(cfg: Config, steps: int, device: torch.device, pack_size: int, compile_steps: bool = False) -> dict:
+    """(b)/(c) l2sweep's one training loop on `pack_size` runs of the config's setting (seeds
+    0..pack_size-1); samples/s from the 2nd epoch's steps (the first warms up, and compiles)."""
+    n_train = steps * cfg.train.batch_size
+    data = load_mnist(cfg.data.root, val_fraction=cfg.data.val_fraction, train_limit=math.ceil(n_train / 0.9),
+                      test_limit=1000, download=False, device=device)
+    specs = [sweep.run_spec(replace(cfg, seed=seed)) for seed in range(pack_size)]
+    settings = replace(sweep.train_settings(cfg, device.type, len(data.train_y)), epochs=2, train_size=None,
+                       compile=compile_steps, features=False)
     memory = _memory_start(device)
     results = train_pack(specs, data, settings, device)
     seconds = results[0]["history"][1]["train_seconds"]  # epoch 2: compiled/warmed up
-    trained = len(data.train_y) * pack_size
     name = f"l2sweep, pack size {pack_size}" + (", torch.compile" if compile_steps else "")
-    return {"name": name, "runs": pack_size, "samples_per_s": trained / seconds,
+    return {"name": name, "runs": pack_size, "samples_per_s": len(data.train_y) * pack_size / seconds,
             "peak_mib": _memory_peak(device, memory), "seconds": seconds}
 
 
-def run_bench(root: str, device: torch.device, steps: int, pack_sizes: list[int], compiled: bool = True,
-              progress: Callable[[str], None] = lambda message: None) -> dict:
+def l2sweep_whole_run(cfg: Config, device: torch.device) -> dict:
+    """One complete run as a sweep trains it (data loading, compile decision, evaluations,
+    feature metrics, predictions), timed from data loading to the last metric."""
+    started = time.perf_counter()
+    data = sweep.load_data(cfg, device)
+    settings = sweep.train_settings(cfg, device.type, len(data.train_y))
+    [result] = train_pack([sweep.run_spec(cfg)], data, settings, device)
+    seconds = time.perf_counter() - started
+    return {"name": "l2sweep, whole run" + (" (torch.compile)" if settings.compile else ""), "runs": 1,
+            "seconds": seconds, "test_acc": result["metrics"]["test_acc"], "train_seconds": result["train_seconds"],
+            "eval_seconds": result["eval_seconds"], "features_seconds": result["features_seconds"],
+            "features_share": result["features_seconds"] / seconds, "compiled": settings.compile}
+
+
+def run_bench(cfg: Config, device: torch.device, steps: int, pack_sizes: list[int], compiled: bool = True,
+              whole_run: bool = False, progress: Callable[[str], None] = lambda message: None) -> dict:
     """All measurements in this process; returns the bench.json content."""
     configure_device(device, deterministic=False)
     progress("plain DataLoader loop")
-    rows = [dataloader_reference(root, steps, device)]
+    rows = [dataloader_reference(cfg, steps, device)]
     for size in pack_sizes:
         progress(f"l2sweep pack size {size}")
-        rows.append(l2sweep_pack(root, steps, device, size))
+        rows.append(l2sweep_pack(cfg, steps, device, size))
     if compiled:
         size = 1 if device.type == "cpu" else max(pack_sizes)
-        progress(f"l2sweep pack size {size} with torch.compile (compiles first, ~1 min)")
-        rows.append(l2sweep_pack(root, steps, device, size, compile_steps=True))
+        progress(f"l2sweep pack size {size} with torch.compile (compiles first, up to a minute)")
+        rows.append(l2sweep_pack(cfg, steps, device, size, compile_steps=True))
     reference = rows[0]["samples_per_s"]
+    samples_per_run = cfg.train.epochs * 54_000
     for row in rows:
-        row["runs_per_min"] = row["samples_per_s"] / FULL_RUN_SAMPLES * 60
+        row["runs_per_min"] = row["samples_per_s"] / samples_per_run * 60
         row["speedup"] = row["samples_per_s"] / reference
+    whole = []
+    if whole_run:
+        progress(f"plain DataLoader loop, a whole {cfg.train.epochs}-epoch run")
+        whole.append(plain_whole_run(cfg, device))
+        progress(f"l2sweep, a whole {cfg.train.epochs}-epoch run")
+        whole.append(l2sweep_whole_run(cfg, device))
+        for row in whole:
+            row["speedup"] = whole[0]["seconds"] / row["seconds"]
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
     else:
-        name = f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)"
+        name = f"cpu ({platform.machine()}, {platform.processor() or 'unknown'}, {torch.get_num_threads()} threads)"
     return {
-        "device": name,
-        "torch": torch.__version__, "steps": steps, "batch_size": 128, "alpha": ALPHA, "target": "both",
-        "rows": rows, "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "device": name, "torch": torch.__version__, "steps": steps, "batch_size": cfg.train.batch_size,
+        "epochs": cfg.train.epochs, "setting": sweep.setting_columns(cfg), "rows": rows, "whole_run": whole,
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
 
 

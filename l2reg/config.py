@@ -13,13 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Optional
 
-TARGETS = ("weights", "activations", "both")
-NORMS = ("l2", "l1")
-SCHEDULES = ("constant", "exponential", "linear", "cosine", "step")
 DEVICES = ("auto", "cpu", "cuda")
-# Keys that say *which regularizer* a run uses; everything else is its context (data, training),
-# which the baseline shares with it.
-REGULARIZER_KEYS = ("alpha", "target", "norm", "schedule")
+# Which keys are setting axes (the regularizer) and which context axes: l2reg.axes.AXES.
 
 
 class ConfigError(ValueError):
@@ -40,7 +35,10 @@ class ScheduleConfig:
 class DataConfig:
     root: str = "data"  # folder holding MNIST/raw/ (torchvision layout); env L2SWEEP_DATA
     val_fraction: float = 0.1  # the last fraction of the training set (Keras validation_split)
-    train_limit: Optional[int] = None  # use only the first N training images (quick runs)
+    train_limit: Optional[int] = None  # use only the first N training images, 10 % of them validation (quick runs)
+    # train on N images of the 54,000-image training split, drawn by the run's seed; validation
+    # stays the fixed last 6,000 (small-data regimes). null = the whole split.
+    train_size: Optional[int] = None
     test_limit: Optional[int] = None  # evaluate on the first N test images (quick runs)
     download: bool = True  # let torchvision try to download missing files
 
@@ -57,9 +55,11 @@ class TrainConfig:
     pack_size: int = 0  # runs trained at once; 0 = automatic (1 on CPU)
     eval_batch_size: int = 250  # images per evaluation batch (CPU: 250 is ~1.5x faster than 1000)
     deterministic: bool = False  # GPU: deterministic cuDNN/cuBLAS kernels (CPU runs always repeat)
-    # torch.compile the training step: null = auto (on for CPU runs of at least
-    # COMPILE_MIN_STEPS steps, where the ~50 s compilation pays for itself; off on CUDA until
-    # measured there); true also compiles vmapped packs (opt-in on a GPU)
+    dropout: float = 0.5  # dropout rate of the dense layer, in [0, 1); 0 turns it off
+    # torch.compile the training step: null = auto (on for CPU contexts of at least
+    # COMPILE_MIN_STEPS steps per run, where the compilation pays for itself; off on CUDA until
+    # measured there); decided per context, so every run of a comparison takes the same code
+    # path; true also compiles vmapped packs (opt-in on a GPU)
     compile: Optional[bool] = None
 
 
@@ -76,6 +76,8 @@ class Config:
     target: str = "both"  # weights | activations | both
     norm: str = "l2"  # l2 | l1
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    form: str = "loss"  # loss (a term in the loss) | decoupled (AdamW-style decay; target=weights only)
+    scope: str = "conv"  # conv | dense | all: the kernels a weight term acts on (biases never)
     seed: Optional[int] = None  # one seed; when unset, seeds 0..seeds-1 are run
     seeds: int = 3
     name: Optional[str] = None  # sweep name: results/<name>/ (default: a timestamp)
@@ -89,8 +91,14 @@ class Config:
 
 
 def default_config_dir() -> Path:
-    """`conf/` beside the `l2reg` package (the repository root in an editable install)."""
-    return Path(__file__).resolve().parent.parent / "conf"
+    """The project's Hydra config folder: `l2reg/conf/` inside an installed wheel (package data),
+    else the repository's top-level `conf/` beside the `l2reg` package (a checkout or an editable
+    install). When neither holds a config.yaml, the wheel's place, so the error names it."""
+    package = Path(__file__).resolve().parent
+    for candidate in (package / "conf", package.parent / "conf"):
+        if (candidate / "config.yaml").is_file():
+            return candidate
+    return package / "conf"
 
 
 def _register_schema() -> None:
@@ -138,9 +146,12 @@ def expand_and_compose(overrides: list[str], config_dir: Path | None = None) -> 
                     reason = str(error).splitlines()[0]
                     raise ConfigError(f"malformed override {item!r}: {reason} (Hydra's override grammar: "
                                       f"key=value, key=a,b,c, 'key=range(5)', key=glob(*))") from error
+            _refuse_empty_sweeps(parser.parse_overrides(overrides))
             first = compose(config_name="config", overrides=cartesian(overrides)[0])
             user_keys = {parsed.key_or_group for parsed in parser.parse_overrides(overrides)}
-            overrides += [f"{key}={values}" for key, values in first.sweep.items() if key not in user_keys]
+            from_file = [f"{key}={values}" for key, values in first.sweep.items() if key not in user_keys]
+            _refuse_empty_sweeps(parser.parse_overrides(from_file))
+            overrides += from_file
             for point in cartesian(overrides):
                 typed = OmegaConf.to_object(compose(config_name="config", overrides=point))
                 points.append((point, typed))
@@ -151,6 +162,18 @@ def expand_and_compose(overrides: list[str], config_dir: Path | None = None) -> 
     finally:
         GlobalHydra.instance().clear()
     return points
+
+
+def _refuse_empty_sweeps(parsed) -> None:
+    """A sweep with no values (`seed=range(0)`) would make Hydra's sweeper drop every override
+    and plan the defaults instead: refuse it, naming it."""
+    from hydra.core.override_parser.types import Glob
+
+    for override in parsed:
+        if override.is_sweep_override() and not isinstance(override.value(), Glob):
+            if not list(override.sweep_string_iterator()):
+                raise ConfigError(f"{override.input_line} is an empty sweep: it has no values, so there is nothing "
+                                  f"to run (e.g. 'seed=range(3)' for seeds 0, 1, 2)")
 
 
 def _one_line(error: Exception) -> str:
@@ -185,14 +208,23 @@ def validate(cfg: Config) -> None:
 
     need(isinstance(cfg.alpha, (int, float)) and math.isfinite(cfg.alpha) and cfg.alpha >= 0,
          f"alpha={cfg.alpha} is not allowed: alpha must be a finite number >= 0")
-    need(cfg.target in TARGETS, f"target={cfg.target} is unknown: choose one of {', '.join(TARGETS)}")
-    need(cfg.norm in NORMS, f"norm={cfg.norm} is unknown: choose one of {', '.join(NORMS)}")
+    from l2reg import axes, penalties
+
+    unknown = axes.check_values(cfg)
+    need(unknown is None, unknown or "")
+    try:  # a value declared in l2reg.axes but not wired into the penalties is refused here
+        penalties.terms_for({ax.key: axes.get(cfg, ax.key) for ax in axes.SETTING_AXES
+                             if ax.key not in ("alpha", "schedule")})
+    except penalties.NotWired as error:
+        raise ConfigError(str(error)) from None
     sched = cfg.schedule
-    need(sched.name in SCHEDULES, f"schedule={sched.name} is unknown: choose one of {', '.join(SCHEDULES)}")
     need(math.isfinite(sched.gamma) and sched.gamma >= 0, f"schedule.gamma={sched.gamma}: must be >= 0")
     need(sched.every >= 1, f"schedule.every={sched.every}: must be >= 1 (epochs)")
     need(math.isfinite(sched.factor) and 0 <= sched.factor <= 1, f"schedule.factor={sched.factor}: must be in [0, 1]")
     need(cfg.seed is None or cfg.seed >= 0, f"seed={cfg.seed}: must be >= 0")
+    need(cfg.name is None or _plain_folder_name(cfg.name),
+         f"name={cfg.name}: must be one plain folder name (letters, digits, '.', '_', '-'; no '/', not "
+         f"'.' or '..'), the folder under results_dir the sweep writes")
     need(cfg.seeds >= 1, f"seeds={cfg.seeds}: must be >= 1")
     tr = cfg.train
     need(tr.epochs >= 1, f"train.epochs={tr.epochs}: must be >= 1")
@@ -204,6 +236,7 @@ def validate(cfg: Config) -> None:
     need(tr.device in DEVICES, f"train.device={tr.device} is unknown: choose one of {', '.join(DEVICES)}")
     need(tr.pack_size >= 0, f"train.pack_size={tr.pack_size}: must be >= 0 (0 = automatic)")
     need(tr.eval_batch_size >= 1, f"train.eval_batch_size={tr.eval_batch_size}: must be >= 1")
+    need(math.isfinite(tr.dropout) and 0 <= tr.dropout < 1, f"train.dropout={tr.dropout}: must be in [0, 1)")
     data = cfg.data
     need(0 < data.val_fraction < 1, f"data.val_fraction={data.val_fraction}: must be in (0, 1)")
     if data.train_limit is not None:
@@ -213,9 +246,18 @@ def validate(cfg: Config) -> None:
              f"data.train_limit={data.train_limit} leaves {train_images} training images, fewer than "
              f"one batch (train.batch_size={tr.batch_size}): raise it or lower the batch size")
     need(data.test_limit is None or data.test_limit >= 1, f"data.test_limit={data.test_limit}: must be >= 1")
+    if data.train_size is not None:
+        need(data.train_size >= tr.batch_size, f"data.train_size={data.train_size}: must be at least one batch "
+                                               f"(train.batch_size={tr.batch_size})")
     need(math.isfinite(cfg.report.min_effect_pp) and cfg.report.min_effect_pp > 0,
          f"report.min_effect_pp={cfg.report.min_effect_pp}: must be a number > 0 (percentage points)")
     need(bool(data.root), "data.root is empty: set it (or env L2SWEEP_DATA) to the folder holding MNIST/raw/")
+
+
+def _plain_folder_name(name: Any) -> bool:
+    import re
+
+    return isinstance(name, str) and name not in (".", "..") and re.fullmatch(r"[A-Za-z0-9._-]+", name) is not None
 
 
 def to_dict(cfg: Any) -> dict:

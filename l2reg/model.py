@@ -4,6 +4,12 @@ Conv32(3x3) -> ReLU -> MaxPool2 -> Conv64(3x3) -> ReLU -> MaxPool2 -> Flatten(16
 -> ReLU -> Dropout(0.5) -> Dense10 (logits). Keras' `padding='valid'` is PyTorch's padding=0.
 Kernels are Glorot-uniform and biases zero (Keras defaults). About 5 MFLOP per forward pass of
 one 28x28 image, about 15 MFLOP per training sample (forward + backward).
+
+The model owns every name the training loop and the penalties need, so neither has parameter
+names or layer widths written into it: `WEIGHT_GROUPS` (the kernels a weight term can act on,
+by scope name; biases never), `ACTIVATION_TAPS` (the post-ReLU outputs an activity term acts
+on), `DROPOUT_SHAPE` (one sample's dropout mask) and `FEATURE_DIM` (the frozen features the
+linear probe reads: the flattened pool2 output).
 """
 
 from __future__ import annotations
@@ -15,7 +21,14 @@ import torch.nn.functional as F
 from torch import nn
 
 DROPOUT_P = 0.5
-CONV_LAYERS = ("conv1", "conv2")
+# Parameter groups by scope name: what `scope=conv|dense|all` selects (l2reg.penalties).
+WEIGHT_GROUPS: dict[str, tuple[str, ...]] = {
+    "conv": ("conv1.weight", "conv2.weight"),
+    "dense": ("fc1.weight", "fc2.weight"),
+}
+ACTIVATION_TAPS = ("conv1", "conv2")  # post-ReLU conv outputs A1 (N,32,26,26), A2 (N,64,11,11)
+DROPOUT_SHAPE = (64,)  # the dense hidden layer the mask multiplies
+FEATURE_DIM = 64 * 5 * 5  # pool2, flattened: the probe's input
 
 
 def glorot_uniform_(weight: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -31,22 +44,21 @@ class ArticleCNN(nn.Module):
     """The article's model. `forward(x)` gives logits (N, 10) for images x (N, 1, 28, 28) in [0, 1].
 
     `forward(x, return_activations=True)` gives `(logits, [A1, A2])`, the post-ReLU outputs of
-    the two conv layers ((N, 32, 26, 26) and (N, 64, 11, 11)), which the activation penalty uses.
+    the two conv layers ((N, 32, 26, 26) and (N, 64, 11, 11)), which the activation penalty uses;
+    with `return_features=True` as well, `(logits, [A1, A2], features)`, features being the
+    flattened pool2 output (N, 1600) before the dense layers (the linear probe's input).
     `dropout_mask` (N, 64), already scaled by 1/(1-p), replaces the module's own dropout: the
-    training loop draws it from each run's own generator so that a run's masks depend only on its
-    seed, never on which other runs share its pack.
+    training loop draws it from each run's own counter-based stream so that a run's masks depend
+    only on its seed, never on which other runs share its pack.
     """
 
-    def __init__(self, generator: torch.Generator | None = None):
+    def __init__(self, generator: torch.Generator | None = None, dropout: float = DROPOUT_P):
         super().__init__()
-        # CPU speed trap: max_pool2d on an NCHW (B, 32, 26, 26) tensor is ~6x slower than on
-        # channels_last; converting A1 first makes a whole CPU training step ~15 % faster. Set by
-        # the training loop for unbatched CPU runs only (vmap packs keep the default layout).
-        self.pool_channels_last = False
+        self.dropout = dropout  # the module's own dropout rate (when no explicit mask is given)
         self.conv1 = nn.Conv2d(1, 32, kernel_size=3)
         self.conv2 = nn.Conv2d(32, 64, kernel_size=3)
-        self.fc1 = nn.Linear(64 * 5 * 5, 64)
-        self.fc2 = nn.Linear(64, 10)
+        self.fc1 = nn.Linear(FEATURE_DIM, DROPOUT_SHAPE[0])
+        self.fc2 = nn.Linear(DROPOUT_SHAPE[0], 10)
         self.reset_parameters(generator)
 
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
@@ -56,19 +68,26 @@ class ArticleCNN(nn.Module):
             nn.init.zeros_(layer.bias)
 
     def conv_kernels(self) -> list[torch.Tensor]:
-        """The kernels the weight penalty acts on (biases excluded)."""
-        return [self.conv1.weight, self.conv2.weight]
+        """The kernels the default weight penalty (scope=conv) acts on (biases excluded)."""
+        named = dict(self.named_parameters())
+        return [named[name] for name in WEIGHT_GROUPS["conv"]]
 
-    def forward(self, x, return_activations: bool = False, dropout_mask=None):
+    def forward(self, x, return_activations: bool = False, dropout_mask=None, return_features: bool = False):
+        # CPU speed trap: max_pool2d and the elementwise ops on an NCHW (B, 32, 26, 26) A1 are
+        # several times slower than on channels_last. With channels_last conv kernels oneDNN
+        # returns A1 and A2 channels_last and runs without layout reorders: the training loop
+        # gives single CPU runs such kernels (l2reg.train), so the whole step stays channels_last.
         a1 = F.relu(self.conv1(x))
-        pooled_input = a1.contiguous(memory_format=torch.channels_last) if self.pool_channels_last else a1
-        a2 = F.relu(self.conv2(F.max_pool2d(pooled_input, 2)))
-        hidden = F.relu(self.fc1(F.max_pool2d(a2, 2).flatten(1)))
+        a2 = F.relu(self.conv2(F.max_pool2d(a1, 2)))
+        features = F.max_pool2d(a2, 2).flatten(1)
+        hidden = F.relu(self.fc1(features))
         if dropout_mask is not None:
             hidden = hidden * dropout_mask
         else:
-            hidden = F.dropout(hidden, DROPOUT_P, self.training)
+            hidden = F.dropout(hidden, self.dropout, self.training)
         logits = self.fc2(hidden)
+        if return_features:
+            return logits, [a1, a2], features
         if return_activations:
             return logits, [a1, a2]
         return logits

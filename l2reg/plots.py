@@ -1,9 +1,12 @@
 """Plots of a sweep (matplotlib, headless Agg, PNG): written by report.py from the runs alone.
 
 - test_acc_vs_alpha.png: mean test accuracy against alpha (log axis) with 95 % CI bars (t), a line
-  per target x norm x schedule, the baseline as a band (its mean and 95 % CI);
-- val_acc_per_epoch.png: mean validation accuracy per epoch, a line per setting;
-- gap_vs_alpha.png: train-minus-test accuracy gap against alpha, as the first plot.
+  per combination of the other setting axes (target, norm, schedule, form, scope: those that
+  vary), the baseline as a band (its mean and 95 % CI); one panel per context;
+- gap_vs_alpha.png: the train-minus-test accuracy gap (overfitting), drawn the same way;
+- spread_vs_alpha.png: the seed-to-seed sd of test accuracy (stability), baseline as a line;
+- features_vs_alpha.png: a panel per feature metric (probe accuracies, noisy-input accuracies);
+- val_acc_per_epoch.png: mean validation accuracy per epoch, a line per setting.
 """
 
 from __future__ import annotations
@@ -15,9 +18,13 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
+from l2reg import axes
 from l2reg.files import write_bytes_atomic
 
-PLOTS = ("test_acc_vs_alpha.png", "val_acc_per_epoch.png", "gap_vs_alpha.png")
+PLOTS = ("test_acc_vs_alpha.png", "gap_vs_alpha.png", "spread_vs_alpha.png", "features_vs_alpha.png",
+         "val_acc_per_epoch.png")
+FEATURE_PANELS = ("probe_acc_100", "probe_acc_1000", "noise_acc_0.1", "noise_acc_0.2", "noise_acc_0.3")
+LINE_AXES = [c for c in axes.SETTING_COLUMNS if c != "alpha"]
 
 
 def _mean_ci(values: pd.Series) -> tuple[float, float]:
@@ -29,75 +36,117 @@ def _mean_ci(values: pd.Series) -> tuple[float, float]:
     return float(values.mean()), float(half)
 
 
-def _series_label(key: tuple, contexts: int) -> str:
-    context, target, norm, schedule = key
-    label = f"{target}, {norm}, {schedule}"
-    return f"{label} [{context}]" if contexts > 1 else label
+def _line_axes(regularized: pd.DataFrame) -> list[str]:
+    """The non-alpha setting axes that vary (one line per combination of them)."""
+    return [c for c in LINE_AXES if regularized[c].nunique(dropna=False) > 1] or ["target"]
 
 
-def _versus_alpha(ax, ok: pd.DataFrame, column: str, ylabel: str) -> None:
-    contexts = ok["context"].nunique()
-    base = ok[ok["target"] == "none"]
-    for context, group in base.groupby("context"):
-        mean, half = _mean_ci(group[column])
-        ax.axhspan(mean - half, mean + half, color="grey", alpha=0.25,
-                   label="baseline (alpha=0), 95 % CI" + (f" [{context}]" if contexts > 1 else ""))
-        ax.axhline(mean, color="grey", linewidth=1)
-    regularized = ok[ok["target"] != "none"]
-    for key, group in regularized.groupby(["context", "target", "norm", "schedule"]):
-        points = [(alpha, *_mean_ci(g[column])) for alpha, g in group.groupby("alpha")]
-        alphas, means, halves = zip(*sorted(points))
-        ax.errorbar(alphas, means, yerr=halves, marker="o", capsize=3, label=_series_label(key, contexts))
+def _label(key: tuple) -> str:
+    return ", ".join(str(v) for v in key)
+
+
+def _versus_alpha(ax, ok: pd.DataFrame, column: str, ylabel: str, statistic: str = "mean") -> None:
+    """Lines against alpha for one context's ok runs: mean with 95 % CI bars (statistic="mean"),
+    or the seed-to-seed sd (statistic="sd"); the baseline as a band or a line."""
+    base = ok[ok["alpha"] == 0][column].dropna().astype(float)
+    if len(base):
+        if statistic == "mean":
+            mean, half = _mean_ci(base)
+            ax.axhspan(mean - half, mean + half, color="grey", alpha=0.25, label="baseline (alpha=0), 95 % CI")
+            ax.axhline(mean, color="grey", linewidth=1)
+        elif len(base) > 1:
+            ax.axhline(base.std(ddof=1), color="grey", linewidth=2, label="baseline (alpha=0)")
+    regularized = ok[ok["alpha"] != 0]
+    columns = _line_axes(regularized)
+    for key, group in regularized.groupby(columns, sort=True):
+        key = key if isinstance(key, tuple) else (key,)
+        points = []
+        for alpha, g in group.groupby("alpha"):
+            values = g[column].dropna().astype(float)
+            if statistic == "mean" and len(values):
+                points.append((alpha, *_mean_ci(values)))
+            elif statistic == "sd" and len(values) > 1:
+                points.append((alpha, values.std(ddof=1), 0.0))
+        if not points:
+            continue
+        alphas, values, halves = zip(*sorted(points))
+        ax.errorbar(alphas, values, yerr=halves if statistic == "mean" else None, marker="o", capsize=3,
+                    label=_label(key))
     ax.set_xscale("log")
     ax.set_xlabel("alpha (penalty coefficient, log scale)")
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=6, title=", ".join(columns), title_fontsize=6)
+
+
+def _context_figure(ok: pd.DataFrame, draw, title: str):
+    """A figure with one panel per context (draw(ax, context runs))."""
+    from matplotlib.figure import Figure
+
+    contexts = sorted(ok["context"].unique(), key=str) or [""]
+    fig = Figure(figsize=(8, 4.5 * len(contexts)))
+    panels = fig.subplots(len(contexts), 1, squeeze=False)[:, 0]
+    for ax, context in zip(panels, contexts):
+        draw(ax, ok[ok["context"] == context])
+        ax.set_title(f"{title}" + (f"\n[{context}]" if len(contexts) > 1 else ""), fontsize=9)
+    return fig
 
 
 def figures(runs: pd.DataFrame, histories: pd.DataFrame) -> dict:
-    """The three figures by file name (only ok runs are drawn). The caller closes them."""
+    """The figures by file name (only ok runs are drawn). The caller closes them."""
     from matplotlib.figure import Figure
 
     ok = runs[runs["status"] == "ok"].copy()
     ok["gap_pp"] = ok["train_acc"].astype(float) - ok["test_acc"].astype(float)
-    made = {}
+    made = {
+        PLOTS[0]: _context_figure(ok, lambda ax, o: _versus_alpha(
+            ax, o, "test_acc", "test accuracy (%), mean over seeds, 95 % CI"), "Test accuracy against alpha"),
+        PLOTS[1]: _context_figure(ok, lambda ax, o: _versus_alpha(
+            ax, o, "gap_pp", "train minus test accuracy (pp), mean, 95 % CI"), "Generalization gap against alpha"),
+        PLOTS[2]: _context_figure(ok, lambda ax, o: _versus_alpha(
+            ax, o, "test_acc", "sd of test accuracy over seeds (pp)", statistic="sd"),
+            "Seed-to-seed spread of test accuracy against alpha"),
+    }
+    contexts = sorted(ok["context"].unique(), key=str) or [""]
+    fig = Figure(figsize=(4 * len(FEATURE_PANELS), 3.6 * len(contexts)))
+    panels = fig.subplots(len(contexts), len(FEATURE_PANELS), squeeze=False)
+    for row, context in enumerate(contexts):
+        for col, metric in enumerate(FEATURE_PANELS):
+            ax = panels[row, col]
+            part = ok[ok["context"] == context]
+            if part[metric].notna().any():
+                _versus_alpha(ax, part, metric, f"{metric} (%), mean, 95 % CI")
+            else:
+                ax.text(0.5, 0.5, "not measured", ha="center", va="center", transform=ax.transAxes)
+            ax.set_title(metric + (f" [{context}]" if len(contexts) > 1 else ""), fontsize=8)
+    made[PLOTS[3]] = fig
 
     fig = Figure(figsize=(8, 5))
     ax = fig.subplots()
-    _versus_alpha(ax, ok, "test_acc", "test accuracy (%), mean over seeds, 95 % CI")
-    ax.set_title("Test accuracy against alpha")
-    made[PLOTS[0]] = fig
-
-    fig = Figure(figsize=(8, 5))
-    ax = fig.subplots()
-    ok_ids = set(ok["run_id"])
-    hist = histories[histories["run_id"].isin(ok_ids)]
-    contexts = ok["context"].nunique()
-    for key, group in hist.groupby(["context", "alpha", "target", "norm", "schedule"]):
+    hist = histories[histories["run_id"].isin(set(ok["run_id"]))]
+    named = _line_axes(ok[ok["alpha"] != 0])  # the axes that vary name the lines, as in the other plots
+    for key, group in hist.groupby(["context", *axes.SETTING_COLUMNS], sort=True, dropna=False):
         curve = group.groupby("epoch")["val_acc"].mean()
-        label = "baseline" if key[2] == "none" else f"alpha={key[1]:g}, {key[2]}, {key[3]}, {key[4]}"
-        if contexts > 1:
-            label += f" [{key[0]}]"
+        setting = dict(zip(["context", *axes.SETTING_COLUMNS], key))
+        label = "baseline" if setting["alpha"] == 0 else ", ".join(
+            [f"alpha={setting['alpha']:g}"] + [str(setting[c]) for c in named])
+        if len(contexts) > 1:
+            label += f" [{setting['context']}]"
         ax.plot(curve.index, curve.values, marker=".", label=label,
-                **({"color": "black", "linewidth": 2} if key[2] == "none" else {}))
+                **({"color": "black", "linewidth": 2} if setting["alpha"] == 0 else {}))
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation accuracy (%), mean over seeds")
     ax.set_title("Validation accuracy per epoch")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=6, ncol=2)
-    made[PLOTS[1]] = fig
-
-    fig = Figure(figsize=(8, 5))
-    ax = fig.subplots()
-    _versus_alpha(ax, ok, "gap_pp", "train minus test accuracy (pp), mean over seeds, 95 % CI")
-    ax.set_title("Generalization gap against alpha")
-    made[PLOTS[2]] = fig
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=5, ncol=2)
+    made[PLOTS[4]] = fig
     return made
 
 
 def write_plots(runs: pd.DataFrame, histories: pd.DataFrame, folder: Path) -> list[Path]:
-    """Write the three PNGs into `folder` (each atomically); return their paths."""
+    """Write the PNGs into `folder` (each atomically); return their paths."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     written = []
@@ -105,7 +154,7 @@ def write_plots(runs: pd.DataFrame, histories: pd.DataFrame, folder: Path) -> li
         # matplotlib.figure.Figure needs no pyplot, so no GUI backend is ever touched (headless-safe)
         buffer = io.BytesIO()
         fig.tight_layout()
-        fig.savefig(buffer, format="png", dpi=110)
+        fig.savefig(buffer, format="png", dpi=100)
         write_bytes_atomic(folder / name, buffer.getvalue())
         written.append(folder / name)
     return written

@@ -1,32 +1,37 @@
-"""Sweeps: from composed configs to planned runs, run ids, packs, execution and results on disk.
+"""Sweeps: from composed configs to planned runs, run ids, packs, jobs and results on disk.
 
 - plan: every composed point x its seeds (0..seeds-1 unless `seed` is swept), plus the
   unregularized baseline (alpha=0) for the same seeds and context, once per seed: at alpha=0
-  target, norm and schedule do not matter, so they are canonicalised and deduplicated by id.
+  the other setting axes (l2reg.axes) do not matter, so they are canonicalised and deduplicated.
 - run id: a readable name plus a short hash of the run's semantic config (what changes its
-  numbers: not the name, folder, device or pack size). A run whose JSON says `ok` is skipped.
-- execute: runs sharing a context (data and training settings) form packs, trained by the one
-  loop in l2reg.train; each finished run is written at once, atomically, to runs/<run_id>.json.
+  numbers: not the name, folder, device, executor or pack size; an axis added later, at its
+  "off" value, is left out, so old ids stay valid). A run whose JSON says ok/diverged is skipped.
+- jobs: runs sharing a context (data and training settings) form packs; a pack is a `PackJob`
+  (plain, picklable values) run by `run_pack_job` wherever an executor puts it: it loads its own
+  data, resolves its device and the compile decision where it runs (per context, so every arm
+  of a comparison takes the same code path), trains with the one loop in l2reg.train, and writes
+  each run's JSON atomically under a per-run lock. The run files are the only shared state.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import socket
 import time
 import traceback
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
-from l2reg import files, schedules
-from l2reg.config import REGULARIZER_KEYS, Config, ScheduleConfig, to_dict, validate
+from l2reg import axes, files, schedules
+from l2reg.config import Config, ScheduleConfig, from_dict, to_dict, validate
 
 # Config fields that never change a run's numbers: left out of its identity.
 _NOT_SEMANTIC = ("name", "results_dir", "seeds", "sweep", "report")
 _NOT_SEMANTIC_DATA = ("root", "download")
 _NOT_SEMANTIC_TRAIN = ("device", "pack_size", "eval_batch_size", "deterministic", "compile")
-COMPILE_MIN_STEPS = 1000  # auto compile: a 5-epoch MNIST run has 2 110 steps, a smoke run ~22
+COMPILE_MIN_STEPS = 1000  # auto compile: a 5-epoch MNIST run has 2,110 steps, a smoke run ~22
 
 
 @dataclass(frozen=True)
@@ -36,14 +41,15 @@ class PlannedRun:
 
     @property
     def is_baseline(self) -> bool:
-        return self.config.alpha == 0
+        return axes.is_baseline(self.config)
 
 
 def canonical(cfg: Config) -> Config:
     """The run's config with fields that cannot matter set to defaults (baseline: no regularizer)."""
-    if cfg.alpha == 0:
+    if axes.is_baseline(cfg):
         defaults = Config()
-        return replace(cfg, alpha=0.0, target=defaults.target, norm=defaults.norm, schedule=ScheduleConfig())
+        off = {ax.key: getattr(defaults, ax.key) for ax in axes.SETTING_AXES if "." not in ax.key}
+        return replace(cfg, **{**off, "alpha": 0.0, "schedule": ScheduleConfig()})
     used = schedules.PARAMETERS.get(cfg.schedule.name, ())
     kept = {name: getattr(cfg.schedule, name) for name in used}
     return replace(cfg, alpha=float(cfg.alpha), schedule=ScheduleConfig(name=cfg.schedule.name, **kept))
@@ -57,14 +63,13 @@ def semantic(cfg: Config) -> dict:
         values["data"].pop(key)
     for key in _NOT_SEMANTIC_TRAIN:
         values["train"].pop(key)
-    return values
+    return axes.drop_off_values(values)
 
 
 def context(cfg: Config) -> dict:
-    """What a run shares with its baseline: the semantic config less regularizer and seed."""
-    values = semantic(cfg)
-    for key in (*REGULARIZER_KEYS, "seed"):
-        values.pop(key)
+    """What a run shares with its baseline: the semantic config less the setting axes and seed."""
+    values = axes.drop_setting_keys(semantic(cfg))
+    values.pop("seed")
     return values
 
 
@@ -74,11 +79,19 @@ def digest(values: dict, length: int = 8) -> str:
 
 def run_id(cfg: Config) -> str:
     cfg = canonical(cfg)
-    if cfg.alpha == 0:
-        readable = f"baseline-s{cfg.seed}"
-    else:
-        readable = f"{cfg.target}-{cfg.norm}-a{cfg.alpha:g}-{cfg.schedule.name}-s{cfg.seed}"
-    return f"{readable}-{digest(semantic(cfg))}"
+    return "-".join([*axes.name_parts(cfg), f"s{cfg.seed}", digest(semantic(cfg))])
+
+
+def context_label(cfg: Config) -> str:
+    """A short label of the context (data and training settings), with its hash; context axes
+    appear when they are not off."""
+    values = context(cfg)
+    label = f"epochs={values['train']['epochs']},train_limit={values['data']['train_limit']}"
+    for ax in axes.CONTEXT_AXES:
+        value = axes.get(cfg, ax.key)
+        if value != ax.off:
+            label += f",{ax.column}={value:g}" if isinstance(value, float) else f",{ax.column}={value}"
+    return f"{label}-{digest(values, 6)}"
 
 
 def plan(configs: Iterable[Config]) -> list[PlannedRun]:
@@ -92,31 +105,23 @@ def plan(configs: Iterable[Config]) -> list[PlannedRun]:
             run = canonical(replace(cfg, seed=seed))
             base = canonical(replace(run, alpha=0.0))
             baselines.setdefault(run_id(base), PlannedRun(run_id(base), base))
-            if run.alpha > 0:
+            if not axes.is_baseline(run):
                 planned.setdefault(run_id(run), PlannedRun(run_id(run), run))
     return list(baselines.values()) + list(planned.values())
 
 
-def check_single(configs: Sequence[Config], field: str) -> None:
+def check_single(configs: Sequence[Config], field_name: str) -> None:
     from l2reg.config import ConfigError
 
-    values = {getattr(c, field) for c in configs}
+    values = {getattr(c, field_name) for c in configs}
     if len(values) > 1:
-        raise ConfigError(f"{field} cannot be swept (got {', '.join(map(str, sorted(values, key=str)))}): "
+        raise ConfigError(f"{field_name} cannot be swept (got {', '.join(map(str, sorted(values, key=str)))}): "
                           f"one sweep writes one results folder")
 
 
 def setting_columns(cfg: Config) -> dict:
-    """The regularizer setting as report columns; the baseline shows 'none'."""
-    if cfg.alpha == 0:
-        return {"alpha": 0.0, "target": "none", "norm": "none", "schedule": "none"}
-    return {"alpha": cfg.alpha, "target": cfg.target, "norm": cfg.norm, "schedule": schedules.label(cfg.schedule)}
-
-
-def context_label(cfg: Config) -> str:
-    """A short label of the context (data and training settings), with its hash."""
-    values = context(cfg)
-    return f"epochs={values['train']['epochs']},train_limit={values['data']['train_limit']}-{digest(values, 6)}"
+    """The regularizer setting as report columns (l2reg.axes); the baseline shows 'none'."""
+    return axes.setting_columns(cfg)
 
 
 # A run is finished when its JSON says ok or diverged (divergence is deterministic: re-running
@@ -125,10 +130,18 @@ FINISHED = ("ok", "diverged")
 
 
 def is_finished(path: Path) -> bool:
+    """A run is done when its file is a record of that run (its run_id is the file name) that
+    says diverged, or ok with a test accuracy: anything else is trained (again)."""
     try:
-        return files.read_json(path).get("status") in FINISHED
-    except (OSError, ValueError, AttributeError):
+        record = files.read_json(path)
+    except (OSError, ValueError):
         return False
+    if not isinstance(record, dict) or record.get("run_id") != Path(path).stem:
+        return False
+    if record.get("status") == "diverged":
+        return True
+    accuracy = (record.get("metrics") or {}).get("test_acc") if record.get("status") == "ok" else None
+    return isinstance(accuracy, (int, float))
 
 
 def finished_ids(runs_dir: Path) -> set[str]:
@@ -193,6 +206,47 @@ def auto_pack_size(device) -> int:
     return max(1, min(64, int(free * 0.5 // per_run_bytes)))
 
 
+def pack_size_for(planned: Sequence[PlannedRun], device_name: str) -> int:
+    """train.pack_size, or automatic for the device the runs will use."""
+    if not planned:
+        return 1
+    if planned[0].config.train.pack_size:
+        return planned[0].config.train.pack_size
+    from l2reg.train import resolve_device
+
+    return auto_pack_size(resolve_device(device_name))
+
+
+def compile_decision(cfg: Config, device_type: str, n_train: int) -> bool:
+    """train.compile, or auto: CPU contexts of at least COMPILE_MIN_STEPS steps per run. A
+    function of the context and device only, so every arm of a comparison gets the same answer."""
+    if cfg.train.compile is not None:
+        return bool(cfg.train.compile)
+    steps = cfg.train.epochs * -(-n_train // cfg.train.batch_size)
+    return device_type == "cpu" and steps >= COMPILE_MIN_STEPS
+
+
+def train_settings(cfg: Config, device_type: str, n_split: int):
+    """The training loop's shared settings from a run's config: the one place the config's
+    training keys become plain arguments (sweeps and `l2sweep bench` alike)."""
+    from l2reg.train import TrainSettings
+
+    n_train = cfg.data.train_size or n_split
+    return TrainSettings(epochs=cfg.train.epochs, batch_size=cfg.train.batch_size, lr=cfg.train.lr,
+                         adam_eps=cfg.train.adam_eps, plateau_factor=cfg.train.plateau_factor,
+                         plateau_patience=cfg.train.plateau_patience, eval_batch_size=cfg.train.eval_batch_size,
+                         deterministic=cfg.train.deterministic, dropout=cfg.train.dropout,
+                         train_size=cfg.data.train_size, compile=compile_decision(cfg, device_type, n_train))
+
+
+def run_spec(cfg: Config):
+    """The training loop's per-run spec, from the declared setting axes (l2reg.axes)."""
+    from l2reg.train import make_spec
+
+    return make_spec(cfg.seed, cfg.alpha, cfg.schedule, **{ax.key: axes.get(cfg, ax.key) for ax in axes.SETTING_AXES
+                                                            if ax.key not in ("alpha", "schedule")})
+
+
 @dataclass
 class SweepOutcome:
     results_dir: Path
@@ -205,15 +259,21 @@ class SweepOutcome:
         return [r for r in self.trained if r["status"] != "ok"]
 
 
-def run_record(run: PlannedRun, result: dict, provenance: dict) -> dict:
+def provenance() -> dict:
+    """What produced a run: library versions, git commit, host."""
+    return {"versions": files.versions(), "git_commit": files.git_commit(), "host": socket.gethostname()}
+
+
+def run_record(run: PlannedRun, result: dict, origin: dict) -> dict:
     return {
         "run_id": run.run_id,
         "setting": setting_columns(run.config),
+        "context_axes": axes.context_columns(run.config),
         "seed": run.config.seed,
         "context": context_label(run.config),
         **result,
         "config": to_dict(run.config),
-        **provenance,
+        **origin,
     }
 
 
@@ -221,22 +281,114 @@ def data_key(cfg: Config) -> tuple:
     return (cfg.data.root, cfg.data.val_fraction, cfg.data.train_limit, cfg.data.test_limit)
 
 
-def prepare_data(planned: Sequence[PlannedRun], device) -> dict[tuple, object]:
-    """Load (and so check) every data set the runs need, before anything is written."""
+def load_data(cfg: Config, device, cache: dict | None = None):
+    """The MNIST tensors a run needs on `device`, from `cache` when already loaded."""
     from l2reg.data import load_mnist
 
-    cache: dict[tuple, object] = {}
+    key = (*data_key(cfg), str(device))
+    if cache is not None and key in cache:
+        return cache[key]
+    data = load_mnist(cfg.data.root, cfg.data.val_fraction, cfg.data.train_limit, cfg.data.test_limit,
+                      cfg.data.download, device)
+    if cache is not None:
+        cache[key] = data
+    return data
+
+
+def prepare_data(planned: Sequence[PlannedRun], device, cache: dict | None = None) -> dict:
+    """Load (and so check) every data set the runs need, before anything is written."""
+    cache = {} if cache is None else cache
     for run in planned:
-        cfg = run.config
-        if data_key(cfg) not in cache:
-            cache[data_key(cfg)] = load_mnist(cfg.data.root, cfg.data.val_fraction, cfg.data.train_limit,
-                                              cfg.data.test_limit, cfg.data.download, device)
+        load_data(run.config, device, cache)
     return cache
 
 
-def execute(planned: Sequence[PlannedRun], results_dir: Path, device, data: dict[tuple, object],
-            force: bool = False, progress: Callable | None = None) -> SweepOutcome:
-    """Train what is not finished yet, writing each run's JSON as soon as its pack finishes.
+@dataclass
+class PackJob:
+    """One unit of work for an executor: a pack of runs of one context, in plain values."""
+
+    run_ids: list[str]
+    configs: list[dict]  # to_dict of each run's config (from_dict rebuilds it)
+    results_dir: str
+    force: bool = False
+    origin: dict = field(default_factory=dict)  # provenance of the submitting process
+
+    def planned(self) -> list[PlannedRun]:
+        return [PlannedRun(rid, from_dict(cfg)) for rid, cfg in zip(self.run_ids, self.configs)]
+
+
+@dataclass
+class JobResult:
+    records: list[dict]
+    busy: list[str]  # runs another process held (not trained here)
+
+
+def make_jobs(planned: Sequence[PlannedRun], results_dir: Path, pack_size: int, force: bool = False) -> list[PackJob]:
+    origin = provenance()
+    return [PackJob([r.run_id for r in pack], [to_dict(r.config) for r in pack], str(results_dir), force, origin)
+            for pack in packs(planned, pack_size)]
+
+
+def run_pack_job(job: PackJob, notify: Callable | None = None, data_cache: dict | None = None) -> JobResult:
+    """Train the runs of a job that are not finished and not held by another process, wherever
+    this is called (this process, a worker, a SLURM node); write each run's JSON atomically.
+
+    The device is resolved here (a `train.device=cuda` sweep may be submitted from a CPU host),
+    and the compile decision is made here for the whole context. Exceptions in training are
+    recorded as `failed` runs (retried by the next invocation), never raised."""
+    from l2reg.train import resolve_device, train_pack
+
+    notify = notify or (lambda event, **info: None)
+    runs_dir = Path(job.results_dir) / "runs"
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    locks_dir = runs_dir / ".locks"
+    mine: list[tuple[PlannedRun, RunLock]] = []
+    busy: list[str] = []
+    for run in job.planned():
+        lock = RunLock(locks_dir, run.run_id)
+        if not lock.acquire():
+            busy.append(run.run_id)
+        elif not job.force and is_finished(runs_dir / f"{run.run_id}.json"):
+            lock.release()  # finished meanwhile (by another process, or an earlier attempt)
+        else:
+            mine.append((run, lock))
+    if not mine:
+        return JobResult([], busy)
+    try:
+        pack = [run for run, _ in mine]
+        cfg = pack[0].config
+        started = time.perf_counter()
+        origin = {**provenance(), "submitted_by": job.origin}
+        device_name = cfg.train.device
+        try:
+            device = resolve_device(device_name)
+            data = load_data(cfg, device, data_cache)
+            settings = train_settings(cfg, device.type, len(data.train_y))
+            specs = [run_spec(r.config) for r in pack]
+            notify("pack", runs=[r.run_id for r in pack], epochs=settings.epochs)
+            results = train_pack(specs, data, settings, device,
+                                 on_progress=lambda e, s, n, total=settings.epochs: notify(
+                                     "epoch", epoch=e, step=s, steps=n, epochs=total))
+        except Exception as error:  # one broken pack must not end the sweep: record it and go on
+            message = f"{type(error).__name__}: {error}"
+            results = [{"status": "failed", "error": message, "traceback": traceback.format_exc(),
+                        "metrics": {}, "history": [], "seconds": time.perf_counter() - started,
+                        "pack_size": len(pack), "device": device_name, "peak_memory_mib": None} for _ in pack]
+        records = []
+        for run, result in zip(pack, results):
+            record = run_record(run, result, {**origin, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+            files.write_json_atomic(runs_dir / f"{run.run_id}.json", record)
+            records.append(record)
+        notify("done", records=records)
+        return JobResult(records, busy)
+    finally:
+        for _, lock in mine:
+            lock.release()
+
+
+def execute(planned: Sequence[PlannedRun], results_dir: Path, data: dict | None = None, force: bool = False,
+            progress: Callable | None = None) -> SweepOutcome:
+    """The in-process executor: train what is not finished yet, pack by pack, in this process.
 
     Each run is locked while it trains: a second process on the same folder skips the runs the
     first one holds, trains the rest, then waits for the held ones and picks up any that the
@@ -248,76 +400,28 @@ def execute(planned: Sequence[PlannedRun], results_dir: Path, device, data: dict
     runs_dir = results_dir / "runs"
     runs_dir.mkdir(parents=True, exist_ok=True)
     done = set() if force else finished_ids(runs_dir)
-    todo = [run for run in planned if run.run_id not in done]
+    # seed-major order: a sweep stopped part-way has every setting with the same seeds (the
+    # baseline of each seed first), so its interim report compares like with like
+    todo = sorted((run for run in planned if run.run_id not in done), key=lambda run: run.config.seed)
     skipped = len(planned) - len(todo)
     notify = progress or (lambda event, **info: None)
     notify("start", total=len(planned), skipped=skipped)
-    provenance = {"versions": files.versions(), "git_commit": files.git_commit()}
     trained: list[dict] = []
-    locks_dir = runs_dir / ".locks"
-    size = (todo[0].config.train.pack_size or auto_pack_size(device)) if todo else 1
+    size = pack_size_for(todo, todo[0].config.train.device) if todo else 1
+    data_cache = {} if data is None else data
     first_pass = True
     while todo:
-        busy: list[PlannedRun] = []
-        for pack in packs(todo, size):
-            mine: list[tuple[PlannedRun, RunLock]] = []
-            for run in pack:
-                lock = RunLock(locks_dir, run.run_id)
-                if not lock.acquire():
-                    busy.append(run)
-                elif (not force or not first_pass) and is_finished(runs_dir / f"{run.run_id}.json"):
-                    lock.release()  # another process finished it meanwhile
-                else:
-                    mine.append((run, lock))
-            try:
-                if mine:
-                    trained += _train_and_write([run for run, _ in mine], runs_dir, device, data, provenance, notify)
-            finally:
-                for _, lock in mine:
-                    lock.release()
+        busy: list[str] = []
+        for job in make_jobs(todo, results_dir, size, force=force and first_pass):
+            result = run_pack_job(job, notify, data_cache)
+            trained += result.records
+            busy += result.busy
         if busy:
-            notify("waiting", runs=[r.run_id for r in busy])
-            for run in busy:  # block until the other process lets go of each
-                lock = RunLock(locks_dir, run.run_id)
+            notify("waiting", runs=busy)
+            for rid in busy:  # block until the other process lets go of each
+                lock = RunLock(runs_dir / ".locks", rid)
                 lock.acquire(wait=True)
                 lock.release()
-        todo = [run for run in busy if not is_finished(runs_dir / f"{run.run_id}.json")]
+        todo = [run for run in todo if run.run_id in busy and not is_finished(runs_dir / f"{run.run_id}.json")]
         first_pass = False
     return SweepOutcome(results_dir, len(planned), skipped, trained)
-
-
-def _train_and_write(pack: list[PlannedRun], runs_dir: Path, device, data: dict, provenance: dict,
-                     notify: Callable) -> list[dict]:
-    """Train one pack with the one training loop; write each run's JSON atomically."""
-    from l2reg.train import RunSpec, TrainSettings, train_pack
-
-    cfg = pack[0].config
-    pack_data = data[data_key(cfg)]
-    steps = cfg.train.epochs * -(-len(pack_data.train_y) // cfg.train.batch_size)
-    compile_steps = cfg.train.compile
-    if compile_steps is None:  # auto: CPU runs long enough to repay the compilation (baseline-only
-        # single runs stay eager even then: see l2reg.train._Pack); off on CUDA until measured there
-        compile_steps = getattr(device, "type", str(device)) == "cpu" and steps >= COMPILE_MIN_STEPS
-    settings = TrainSettings(epochs=cfg.train.epochs, batch_size=cfg.train.batch_size, lr=cfg.train.lr,
-                             adam_eps=cfg.train.adam_eps, plateau_factor=cfg.train.plateau_factor,
-                             plateau_patience=cfg.train.plateau_patience, eval_batch_size=cfg.train.eval_batch_size,
-                             deterministic=cfg.train.deterministic, compile=compile_steps)
-    specs = [RunSpec(r.config.seed, r.config.alpha, r.config.target, r.config.norm, r.config.schedule) for r in pack]
-    notify("pack", runs=[r.run_id for r in pack], epochs=settings.epochs)
-    started = time.perf_counter()
-    try:
-        results = train_pack(specs, pack_data, settings, device,
-                             on_progress=lambda e, s, n, total=settings.epochs: notify(
-                                 "epoch", epoch=e, step=s, steps=n, epochs=total))
-    except Exception as error:  # one broken pack must not end the sweep: record it and go on
-        message = f"{type(error).__name__}: {error}"
-        results = [{"status": "failed", "error": message, "traceback": traceback.format_exc(),
-                    "metrics": {}, "history": [], "seconds": time.perf_counter() - started,
-                    "pack_size": len(pack), "device": str(device), "peak_memory_mib": None} for _ in pack]
-    records = []
-    for run, result in zip(pack, results):
-        record = run_record(run, result, {**provenance, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
-        files.write_json_atomic(runs_dir / f"{run.run_id}.json", record)
-        records.append(record)
-    notify("done", records=records)
-    return records

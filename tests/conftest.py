@@ -50,6 +50,15 @@ def real_mnist() -> Path:
     return Path(REAL_MNIST)
 
 
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory):
+    """A real single-node SLURM cluster for the session (tests/slurm_cluster.py); skips, saying
+    why, where the daemons cannot start (packages missing, not root)."""
+    from slurm_cluster import slurm_cluster_fixture
+
+    yield from slurm_cluster_fixture(tmp_path_factory)
+
+
 def pytest_collection_modifyitems(config, items):
     """Tests marked `gpu` need CUDA: skipped (and said so) where there is none."""
     import torch

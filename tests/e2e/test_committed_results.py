@@ -1,6 +1,13 @@
-"""The committed claim checks: each summary is what scipy computes from its runs.csv, and
-`l2sweep report` rebuilds the same summary from its runs/*.json."""
+"""The committed claim checks (results/ablation-quick, results/ablation-quick-12): each summary's paired
+statistics are what scipy computes from its runs.csv, each call and verdict follows the declared rules,
+and `write_reports` on a copy of the runs rebuilds the committed files. Nothing is written into results/.
 
+When these fail after a change to the statistics or the report, rebuild the committed files with
+`l2sweep report results/<name>` (it trains nothing) and commit them."""
+
+import json
+import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -8,50 +15,138 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from l2reg.report import load_records, runs_frame
-from l2reg.stats import holm, summarize
+from l2reg import axes
+from l2reg.report import load_records, write_reports
+from l2reg.stats import holm, summary_columns
 
 RESULTS = Path(__file__).resolve().parents[2] / "results"
+FOLDERS = ["ablation-quick", "ablation-quick-12"]
+ALPHA = 0.05
 
 
-@pytest.fixture(params=["ablation-quick", "ablation-quick-12"])
+@pytest.fixture(scope="module", params=FOLDERS)
 def folder(request):
-    if not (RESULTS / request.param / "summary.csv").is_file():
+    if not (RESULTS / request.param / "runs").is_dir():
         pytest.skip(f"no committed results/{request.param}")
     return RESULTS / request.param
 
 
-@pytest.fixture
-def committed(folder):
-    return pd.read_csv(folder / "runs.csv"), pd.read_csv(folder / "summary.csv")
+def stale(folder: Path, what: str) -> str:
+    return f"results/{folder.name}/{what}: rebuild the committed reports with `l2sweep report results/{folder.name}`"
 
 
-def test_summary_is_reproduced_by_scipy_from_runs_csv(committed):
-    runs, summary = committed
+def read_committed(folder):
+    """runs.csv, summary.csv and verdict.json, asserted to be of the current format."""
+    runs, summary = pd.read_csv(folder / "runs.csv"), pd.read_csv(folder / "summary.csv")
+    assert list(summary.columns) == summary_columns(axes.SETTING_COLUMNS), stale(folder, "summary.csv has old columns")
+    assert set(axes.SETTING_COLUMNS) <= set(runs.columns), stale(folder, "runs.csv has old columns")
+    assert (folder / "verdict.json").is_file(), stale(folder, "verdict.json is missing")
+    return runs, summary, json.loads((folder / "verdict.json").read_text())
+
+
+def margin_of(folder: Path) -> float:
+    record = json.loads(next((folder / "runs").glob("*.json")).read_text())
+    return float(record["config"].get("report", {}).get("min_effect_pp", 0.1))
+
+
+def test_the_run_files_are_all_run_records(folder):
+    loaded = load_records(folder)
+    assert loaded.skipped == []
+    assert len(loaded.records) == len(list((folder / "runs").glob("*.json"))) == {
+        "ablation-quick": 12, "ablation-quick-12": 36}[folder.name]
+
+
+def test_paired_statistics_are_what_scipy_computes_from_runs_csv(folder):
+    runs, summary, verdict = read_committed(folder)
+    m = margin_of(folder)
+    assert verdict["min_effect_pp"] == m
     ok = runs[runs["status"] == "ok"]
-    base = ok[ok["target"] == "none"].sort_values("seed")
-    tested = summary[summary["target"] != "none"]
-    p_values = []
-    for row in tested.itertuples():
-        setting = ok[(ok["alpha"] == row.alpha) & (ok["target"] == row.target) & (ok["norm"] == row.norm)
-                     & (ok["schedule"] == row.schedule)].sort_values("seed")
-        welch = sps.ttest_ind(setting["test_acc"], base["test_acc"], equal_var=False)
-        ci = welch.confidence_interval(0.95)
-        assert row.n == len(setting)
-        assert row.mean_acc == pytest.approx(setting["test_acc"].mean())
-        assert row.delta_pp == pytest.approx(setting["test_acc"].mean() - base["test_acc"].mean())
-        assert (row.ci_low_pp, row.ci_high_pp, row.p_value) == pytest.approx((ci.low, ci.high, welch.pvalue))
-        paired = sps.ttest_rel(setting["test_acc"].to_numpy(), base["test_acc"].to_numpy())
-        assert row.paired_p == pytest.approx(paired.pvalue)
-        p_values.append(welch.pvalue)
-    assert tested["p_holm"].to_numpy() == pytest.approx(holm(np.array(p_values)))
+    for context, ctx in ok.groupby("context"):
+        base = ctx[ctx["alpha"] == 0].set_index("seed")["test_acc"]
+        rows = summary[(summary["context"] == context) & (summary["alpha"] != 0)]
+        assert len(rows) >= 1
+        tests = {"p_superior": [], "p_equivalent": [], "p_worse": [], "p_above_zero": []}
+        for row in rows.itertuples(index=False):
+            values = row._asdict()
+            match = np.logical_and.reduce([ctx[c].astype(str) == str(values[c]) for c in axes.SETTING_COLUMNS
+                                           if c != "alpha"] + [np.isclose(ctx["alpha"], row.alpha)])
+            arm = ctx[match].set_index("seed")["test_acc"]
+            pairs = pd.concat([arm, base], axis=1, join="inner", keys=["x", "y"]).sort_index()
+            d = (pairs["x"] - pairs["y"]).to_numpy()
+            assert row.paired_n == len(d) == len(arm) and row.n == len(arm)
+            assert row.delta_pp == pytest.approx(d.mean(), abs=1e-9)
+            assert row.paired_sd_pp == pytest.approx(d.std(ddof=1))
+            ci = sps.ttest_1samp(d, 0).confidence_interval(0.95)
+            assert (row.paired_ci_low_pp, row.paired_ci_high_pp) == pytest.approx((ci.low, ci.high))
+            expected = {
+                "p_superior": sps.ttest_1samp(d, m, alternative="greater").pvalue,
+                "p_inferior": sps.ttest_1samp(d, m, alternative="less").pvalue,
+                "p_equivalent": max(sps.ttest_1samp(d, -m, alternative="greater").pvalue,
+                                    sps.ttest_1samp(d, m, alternative="less").pvalue),
+                "p_worse": sps.ttest_1samp(d, 0, alternative="less").pvalue,
+                "p_above_zero": sps.ttest_1samp(d, 0, alternative="greater").pvalue,
+            }
+            for column, p in expected.items():
+                assert values[column] == pytest.approx(p, rel=1e-9, abs=1e-15), column
+                if column in tests:
+                    tests[column].append(p)
+            welch = sps.ttest_ind(arm, base, equal_var=False)
+            assert row.welch_p == pytest.approx(welch.pvalue)
+            assert (row.welch_ci_low_pp, row.welch_ci_high_pp) == pytest.approx(tuple(welch.confidence_interval()))
+        for column, p in tests.items():  # Holm over the settings of the context
+            assert rows[f"{column}_holm"].to_numpy() == pytest.approx(holm(np.array(p)), rel=1e-9), column
+        # the call of each setting and the accuracy verdict, by the rules declared in the README
+        for row in rows.itertuples(index=False):
+            rule = (("p_superior_holm", "better"), ("p_equivalent_holm", "equivalent"), ("p_worse_holm", "worse"),
+                    ("p_above_zero_holm", "smaller than margin"))
+            call = next((name for column, name in rule if getattr(row, column) < ALPHA), "undecided")
+            assert row.call == call
+        accuracy = verdict["contexts"][context]["claims"]["accuracy"]["verdict"]
+        if (rows["call"] == "better").any():
+            assert accuracy == "supported"
+        elif (rows["p_inferior"] < ALPHA).all():
+            assert accuracy == "not supported"
+        else:
+            assert accuracy == "inconclusive"
 
 
-def test_report_rebuilds_the_same_summary_from_the_run_files(folder, committed):
-    _, summary = committed
-    records, unreadable = load_records(folder)
-    assert not unreadable
-    rebuilt = summarize(runs_frame(records))
-    pd.testing.assert_frame_equal(rebuilt.reset_index(drop=True),
-                                  summary.astype(rebuilt.dtypes.to_dict()).reset_index(drop=True),
-                                  check_exact=False, rtol=1e-9)
+def same_json(a, b, path="verdict.json"):
+    """Equal JSON, floats to 1e-9 relative."""
+    if isinstance(a, float) or isinstance(b, float):
+        assert isinstance(a, (int, float)) and isinstance(b, (int, float)), path
+        assert math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12), f"{path}: {a} != {b}"
+    elif isinstance(a, dict):
+        assert isinstance(b, dict) and list(a) == list(b), f"{path}: keys {list(a)} != {list(b)}"
+        for key in a:
+            same_json(a[key], b[key], f"{path}.{key}")
+    elif isinstance(a, list):
+        assert isinstance(b, list) and len(a) == len(b), f"{path}: {a} != {b}"
+        for i, (x, y) in enumerate(zip(a, b)):
+            same_json(x, y, f"{path}[{i}]")
+    else:
+        assert a == b, f"{path}: {a!r} != {b!r}"
+
+
+@pytest.fixture(scope="module")
+def rebuilt(folder, tmp_path_factory):
+    """write_reports on a copy of the committed runs/ alone (never into results/)."""
+    copy = tmp_path_factory.mktemp("rebuilt") / folder.name
+    shutil.copytree(folder / "runs", copy / "runs")
+    report = write_reports(copy)
+    assert report.skipped == []
+    return copy
+
+
+def test_report_rebuilds_the_committed_summary_and_verdict(folder, rebuilt):
+    for name in ("runs.csv", "summary.csv"):
+        committed = pd.read_csv(folder / name)
+        fresh = pd.read_csv(rebuilt / name)
+        assert list(committed.columns) == list(fresh.columns), stale(folder, f"{name} has other columns")
+        pd.testing.assert_frame_equal(committed, fresh, check_exact=False, rtol=1e-9,
+                                      obj=f"results/{folder.name}/{name}")
+    assert (folder / "verdict.json").is_file(), stale(folder, "verdict.json is missing")
+    same_json(json.loads((folder / "verdict.json").read_text()), json.loads((rebuilt / "verdict.json").read_text()))
+
+
+def test_report_rebuilds_the_committed_report_md(folder, rebuilt):
+    assert (folder / "report.md").read_text() == (rebuilt / "report.md").read_text(), stale(folder, "report.md")

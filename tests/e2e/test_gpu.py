@@ -6,10 +6,13 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from cli.main import app
+try:  # installed (make install); scripts/device_check.sh runs from a bare source tree instead
+    from l2reg.cli.main import app
+except ModuleNotFoundError:
+    from cli.main import app
 from l2reg.config import ScheduleConfig
 from l2reg.data import load_mnist
-from l2reg.train import RunSpec, TrainSettings, train_pack
+from l2reg.train import TrainSettings, make_spec, train_pack
 
 pytestmark = pytest.mark.gpu
 
@@ -17,17 +20,19 @@ pytestmark = pytest.mark.gpu
 def test_data_lives_on_the_device_and_a_pack_trains_there(tiny_mnist):
     data = load_mnist(tiny_mnist, device="cuda")
     assert data.train_x.is_cuda and data.test_y.is_cuda
-    specs = [RunSpec(seed, 1e-3, "both", "l2", ScheduleConfig()) for seed in range(3)]
+    specs = [make_spec(seed, 1e-3, ScheduleConfig(), target="both") for seed in range(3)]
     results = train_pack(specs, data, TrainSettings(epochs=2, batch_size=64), "cuda")
     assert all(r["status"] == "ok" and r["device"].startswith("cuda") for r in results)
     total_mib = torch.cuda.get_device_properties(0).total_memory / 2**20
     assert 0 < results[0]["peak_memory_mib"] < total_mib
     assert len({r["metrics"]["weight_sq_norm"] for r in results}) == 3
+    assert all(0 <= r["metrics"]["probe_acc_1000"] <= 100 for r in results)
 
 
 def test_gpu_pack_matches_cpu_runs_without_dropout(tiny_mnist):
-    specs = [RunSpec(0, 1e-3, "weights", "l2", ScheduleConfig()), RunSpec(1, 1e-2, "activations", "l1",
-                                                                          ScheduleConfig("exponential"))]
+    specs = [make_spec(0, 1e-3, ScheduleConfig(), target="weights"),
+             make_spec(1, 1e-2, ScheduleConfig("exponential"), target="activations", norm="l1"),
+             make_spec(2, 1.0, ScheduleConfig(), target="weights", form="decoupled", scope="all")]
     settings = TrainSettings(epochs=1, batch_size=64, dropout=0.0, deterministic=True)
     cpu_data, gpu_data = load_mnist(tiny_mnist), load_mnist(tiny_mnist, device="cuda")
     for name in vars(cpu_data):

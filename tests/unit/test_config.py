@@ -1,6 +1,7 @@
 """Composition with the real conf/, Hydra sweep expansion (private API, pinned < 1.4), validation."""
 
 import dataclasses
+import re
 
 import pytest
 
@@ -78,6 +79,14 @@ def test_composition_errors_are_config_errors(overrides, message):
     ({"target": "bias"}, "target=bias is unknown: choose one of weights, activations, both"),
     ({"norm": "l3"}, "norm=l3 is unknown: choose one of l2, l1"),
     ({"seeds": 0}, "seeds=0: must be >= 1"),
+    ({"form": "penalty"}, "form=penalty is unknown: choose one of loss, decoupled"),
+    ({"scope": "bias"}, "scope=bias is unknown: choose one of conv, dense, all"),
+    ({"form": "decoupled", "target": "both"}, "form=decoupled is weight decay and acts on kernels only: it needs "
+                                             "target=weights"),
+    ({"form": "decoupled", "target": "weights", "norm": "l1"}, "form=decoupled has no l1 version"),
+    ({"name": "../../elsewhere"}, "name=../../elsewhere: must be one plain folder name"),
+    ({"name": "a/b"}, "name=a/b: must be one plain folder name"),
+    ({"name": ".."}, "name=..: must be one plain folder name"),
 ])
 def test_validation_names_the_value_and_what_is_allowed(change, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace("[", r"\[")):
@@ -90,12 +99,32 @@ def test_validation_names_the_value_and_what_is_allowed(change, message):
     ("train", {"device": "tpu"}, "train.device=tpu is unknown"),
     ("data", {"val_fraction": 1.0}, "data.val_fraction=1.0: must be in"),
     ("data", {"train_limit": 100}, "leaves 90 training images, fewer than one batch"),
+    ("data", {"train_size": 100}, "data.train_size=100: must be at least one batch"),
+    ("train", {"dropout": 1.0}, "train.dropout=1.0: must be in [0, 1)"),
+    ("train", {"dropout": -0.1}, "train.dropout=-0.1: must be in [0, 1)"),
 ])
 def test_validation_of_nested_values(section, change, message):
     cfg = Config()
     cfg = dataclasses.replace(cfg, **{section: dataclasses.replace(getattr(cfg, section), **change)})
-    with pytest.raises(ConfigError, match=message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
         validate(cfg)
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["seed=range(0)", "alpha=1e-4"], "seed=range(0) is an empty sweep"),
+    (["alpha=1e-4", "seed=range(5,2)"], "seed=range(5,2) is an empty sweep"),
+])
+def test_empty_sweeps_are_refused_instead_of_dropping_every_override(overrides, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        compose(*overrides)
+
+
+def test_new_axes_compose_and_sweep():
+    points = compose("form=loss,decoupled", "scope=conv,all", "train.dropout=0,0.5", "data.train_size=1000")
+    assert len(points) == 8
+    assert {(c.form, c.scope, c.train.dropout) for _, c in points} == {
+        (f, s, d) for f in ("loss", "decoupled") for s in ("conv", "all") for d in (0.0, 0.5)}
+    assert all(c.data.train_size == 1000 for _, c in points)
 
 
 def test_dict_round_trip():

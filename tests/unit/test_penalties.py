@@ -61,3 +61,37 @@ def test_targets_and_unknown_norm():
     assert uses("both") == (True, True)
     with pytest.raises(ValueError, match="unknown norm 'l3'"):
         norm_sum(torch.ones(2), "l3")
+
+
+def test_terms_for_maps_settings_to_terms_and_refuses_what_is_not_wired():
+    from l2reg.penalties import NotWired, Term, terms_for
+
+    assert terms_for({"target": "both", "norm": "l2", "form": "loss", "scope": "conv"}) == (
+        Term("weights", "conv", "l2", "loss"), Term("activations", "taps", "l2", "loss"))
+    assert terms_for({"target": "weights", "norm": "l1", "scope": "all"}) == (
+        Term("weights", "conv", "l1", "loss"), Term("weights", "dense", "l1", "loss"))
+    assert terms_for({"target": "weights", "form": "decoupled", "scope": "dense"}) == (
+        Term("weights", "dense", "l2", "decoupled"),)
+    for setting, message in [({"target": "bias"}, "target=bias is not wired"),
+                             ({"scope": "everything"}, "scope=everything is not wired"),
+                             ({"target": "both", "form": "decoupled"}, "needs target=weights"),
+                             ({"target": "weights", "form": "decoupled", "norm": "l1"}, "needs norm=l2"),
+                             ({"depth": 3}, "setting axis 'depth' is declared but not wired")]:
+        with pytest.raises(NotWired, match=message):
+            terms_for(setting)
+
+
+def test_loss_penalty_sums_the_terms_with_their_coefficients(model):
+    from l2reg.penalties import TERMS, Term, loss_penalty
+
+    params = dict(model.named_parameters())
+    a1 = torch.full((2, 3, 2, 2), 3.0)  # sum of squares 216, of |a| 72
+    coef = torch.zeros(len(TERMS), dtype=torch.float64)
+    coef[TERMS.index(Term("weights", "conv", "l2", "loss"))] = 0.01  # 0.01 * 256.32
+    coef[TERMS.index(Term("weights", "dense", "l1", "loss"))] = 1e-4  # fc1 only non-trivial: 3 * 1600 * 64
+    coef[TERMS.index(Term("activations", "taps", "l1", "loss"))] = 0.5  # 0.5 * 72 / 2
+    coef[TERMS.index(Term("weights", "conv", "l2", "decoupled"))] = 99.0  # not a loss term: ignored
+    fc2 = params["fc2.weight"].abs().sum().item()
+    expected = 2.5632 + 1e-4 * (3.0 * 1600 * 64 + fc2) + 18.0
+    assert loss_penalty(params, [a1], coef).item() == pytest.approx(expected, rel=1e-6)
+    assert loss_penalty(params, [a1], torch.zeros(len(TERMS))).item() == 0.0

@@ -1,80 +1,420 @@
-"""report: files rebuilt from runs/*.json alone, plots with the expected series, failed runs shown."""
+"""report: files rebuilt from runs/*.json alone, each claim's verdict the one the constructed data imply,
+summary numbers equal to scipy's, plots with the expected series, failed runs and foreign files shown."""
+
+import base64
+import json
 
 import numpy as np
 import pandas as pd
+import pytest
+from scipy import stats as sps
 
-from l2reg import files
+from l2reg import axes, files, stats
 from l2reg.plots import PLOTS, figures
-from l2reg.report import histories_frame, load_records, runs_frame, write_reports
+from l2reg.report import (
+    Loaded,
+    Report,
+    ReportError,
+    histories_frame,
+    load_records,
+    runs_frame,
+    write_reports,
+)
+
+N_TEST = 10_000
+LABELS = (np.arange(N_TEST) % 10).astype(np.uint8)
+CONTEXT = "epochs=2,train_limit=None-abc123"
+M = 0.1  # the records' report.min_effect_pp
+# correct test images of the baseline per seed (0..5): accuracies 99.00, 99.12, 98.95, 99.08, 99.03, 98.97 %
+BASE_CORRECT = [9900, 9912, 9895, 9908, 9903, 9897]
+BASE_GAP = [1.0, 1.1, 0.9, 1.05, 0.95, 1.0]  # train minus test accuracy of the baseline, pp
 
 
-def record(run_id, alpha, target, seed, acc, status="ok", schedule="constant"):
-    setting = ({"alpha": 0.0, "target": "none", "norm": "none", "schedule": "none"} if alpha == 0 else
-               {"alpha": alpha, "target": target, "norm": "l2", "schedule": schedule})
+def encode(array) -> str:
+    return base64.b64encode(np.asarray(array, dtype=np.uint8).tobytes()).decode()
+
+
+def predicted(correct: int) -> np.ndarray:
+    """Predictions that get exactly `correct` images right: the first N_TEST - correct are wrong, so two
+    runs differ on exactly |correct_1 - correct_2| images."""
+    wrong = N_TEST - correct
+    out = LABELS.copy()
+    out[:wrong] = (LABELS[:wrong] + 1) % 10
+    return out
+
+
+def setting_of(alpha, target="both", schedule="constant", legacy=False):
+    if alpha == 0:
+        keys = ["alpha", "target", "norm", "schedule"] + ([] if legacy else ["form", "scope"])
+        return {k: (0.0 if k == "alpha" else "none") for k in keys}
+    setting = {"alpha": alpha, "target": target, "norm": "l2", "schedule": schedule}
+    return setting if legacy else {**setting, "form": "loss", "scope": "conv"}
+
+
+def record(run_id, setting, seed, correct=None, status="ok", gap=1.0, legacy=False, features=None, test_loss=0.03,
+           context=CONTEXT, dropout=0.5):
+    """A run record as l2sweep writes it (legacy=True: as it wrote them before `compiled`, the
+    per-image predictions, the feature metrics and the form/scope/context axes existed)."""
+    ok = status == "ok"
+    acc = correct / N_TEST * 100 if ok else None
     history = [{"epoch": e, "train_loss": 0.1, "train_acc": 97.0 + e, "val_loss": 0.05, "val_objective": 0.06,
-                "val_acc": (acc or 0) - 1 + e / 2, "lr": 1e-3, "seconds": 1.0} for e in (1, 2)]
-    metrics = {"test_acc": acc, "test_loss": 0.03, "val_acc": acc, "val_loss": 0.04, "train_acc": acc + 0.5,
-               "train_loss": 0.02, "penalty": 0.01 * alpha, "weight_sq_norm": 50.0, "activation_sq_norm": 300.0,
-               "n_test": 10000} if status == "ok" else {}
-    return {"run_id": run_id, "setting": setting, "seed": seed, "context": "epochs=2-abc", "status": status,
-            "metrics": metrics, "history": history if status == "ok" else [], "seconds": 10.0, "pack_size": 1,
-            "device": "cpu", "error": "RuntimeError: boom" if status == "failed" else None,
-            "config": {"train": {"epochs": 2, "lr": 1e-3, "adam_eps": 1e-7, "batch_size": 128,
-                                 "plateau_factor": 0.1, "plateau_patience": 3},
-                       "data": {"val_fraction": 0.1, "train_limit": None}, "report": {"min_effect_pp": 0.1}},
-            "versions": {"torch": "x"}, "git_commit": "abc"}
+                "val_acc": acc - 1 + e / 2, "lr": 1e-3, "seconds": 1.0} for e in (1, 2)] if ok else []
+    metrics = {"test_acc": acc, "test_loss": test_loss, "val_acc": acc, "val_loss": 0.04, "train_acc": acc + gap,
+               "train_loss": 0.02, "penalty": 0.01 * setting["alpha"], "weight_sq_norm": 50.0,
+               "activation_sq_norm": 300.0, "n_test": N_TEST, **(features or {})} if ok else {}
+    out = {"run_id": run_id, "setting": setting, "seed": seed, "context": context, "status": status,
+           "metrics": metrics, "history": history, "seconds": 10.0, "pack_size": 1, "device": "cpu",
+           "error": "RuntimeError: boom" if status == "failed" else None,
+           "config": {"train": {"epochs": 2, "lr": 1e-3, "adam_eps": 1e-7, "batch_size": 128,
+                                "plateau_factor": 0.1, "plateau_patience": 3},
+                      "data": {"val_fraction": 0.1, "train_limit": None}, "report": {"min_effect_pp": M}},
+           "versions": {"torch": "x"}, "git_commit": "abc"}
+    if not legacy:
+        out.update(context_axes={"dropout": dropout, "train_size": None}, compiled=False)
+        if ok:
+            out.update(test_predictions=encode(predicted(correct)), test_labels=encode(LABELS))
+    return out
 
 
-def write_folder(folder):
-    rng = np.random.default_rng(0)
-    records = []
-    for seed in range(4):
-        records.append(record(f"base-{seed}", 0.0, None, seed, 99.0 + rng.normal(0, 0.05)))
-        for alpha in (1e-4, 1e-3):
-            for target in ("weights", "both"):
-                for schedule in ("constant", "exponential(gamma=1)"):
-                    records.append(record(f"{target}-{alpha}-{schedule}-{seed}", alpha, target, seed,
-                                          99.0 + rng.normal(0, 0.05), schedule=schedule))
-    records.append(record("broken", 1e-3, "both", 9, None, status="failed"))
+def write(folder, records):
     for r in records:
         files.write_json_atomic(folder / "runs" / f"{r['run_id']}.json", r)
     return records
 
 
-def test_report_writes_everything_and_reproduces_it(tmp_path):
-    write_folder(tmp_path)
-    runs, summary, claim = write_reports(tmp_path)
-    assert len(runs) == 4 + 4 * 8 + 1 and len(summary) == 1 + 8
-    assert claim.verdict in ("supported", "not supported", "inconclusive")
-    names = ["runs.csv", "summary.csv", "report.md"] + [f"plots/{p}" for p in PLOTS]
-    first = {n: (tmp_path / n).read_bytes() for n in names[:3]}
-    assert all((tmp_path / n).stat().st_size > 0 for n in names)
-    for n in names[:3]:
+# Per data set: the gain of settings A (alpha=1e-4) and B (alpha=1e-3) over the baseline, in test
+# images per seed (1 image = 0.01 pp), and what they imply with m = 0.1 pp, Holm over 2 settings.
+GAINS = {
+    # A: +0.50 pp (sd 0.07) is above m; B: -0.50 pp is below 0  ->  some setting better
+    "supported": ([50, 60, 40, 50, 55, 45], [-50, -40, -60, -50, -45, -55], ("better", "worse")),
+    # A: -0.30 pp; B: 0.00 pp with sd 0.014 pp, inside +-m  ->  every setting shown below m
+    "not supported": ([-30, -20, -40, -30, -25, -35], [1, -1, 0, 2, -2, 0], ("worse", "equivalent")),
+    # A: +0.15 pp with sd 0.28 pp: neither above m nor below it  ->  open
+    "inconclusive": ([30, -10, 50, -20, 40, 0], [1, -1, 0, 2, -2, 0], ("undecided", "equivalent")),
+}
+
+
+def gains_folder(folder, case):
+    gains_a, gains_b, _ = GAINS[case]
+    records = []
+    for seed, base in enumerate(BASE_CORRECT):
+        records.append(record(f"baseline-s{seed}", setting_of(0.0), seed, base, gap=BASE_GAP[seed]))
+        # A also shrinks the train-test gap by 0.5 pp (+- 0.05); B leaves it as it is
+        records.append(record(f"both-a0.0001-s{seed}", setting_of(1e-4), seed, base + gains_a[seed],
+                              gap=BASE_GAP[seed] - 0.5 + 0.05 * (seed % 3 - 1),
+                              test_loss=0.03 - 0.001 * (1 + seed % 2)))
+        records.append(record(f"both-a0.001-s{seed}", setting_of(1e-3), seed, base + gains_b[seed], gap=BASE_GAP[seed]))
+    return write(folder, records)
+
+
+def holm_by_hand(p):
+    """Holm's step-down adjustment written independently of l2reg.stats.holm."""
+    p = np.asarray(p, float)
+    order = np.argsort(p)
+    adjusted, running = np.empty_like(p), 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(p) - rank) * p[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def brute_force_seeds(effect, sd, level, power=0.8):
+    """Smallest n whose one-sided one-sample t-test reaches `power` (noncentral t), by counting up."""
+    for n in range(2, 100_000):
+        crit = sps.t.ppf(1 - level, n - 1)
+        if sps.nct.sf(crit, n - 1, effect * np.sqrt(n) / sd) >= power:
+            return n
+    return None
+
+
+@pytest.mark.parametrize("case", list(GAINS))
+def test_the_accuracy_verdict_is_the_one_the_data_imply(case, tmp_path):
+    gains_folder(tmp_path, case)
+    report = write_reports(tmp_path)
+    assert isinstance(report, Report) and report.skipped == []
+    summary = report.analysis.summary
+    calls = dict(zip(summary["alpha"], summary["call"]))
+    assert calls == {0.0: "baseline", 1e-4: GAINS[case][2][0], 1e-3: GAINS[case][2][1]}
+    accuracy = report.analysis.verdicts[CONTEXT]["accuracy"]
+    assert accuracy["verdict"] == case
+    assert accuracy["min_effect_pp"] == M
+    verdict = json.loads((tmp_path / "verdict.json").read_text())
+    assert verdict["contexts"][CONTEXT]["claims"]["accuracy"]["verdict"] == case
+    assert verdict["runs"] == verdict["runs_ok"] == 18 and verdict["skipped_files"] == []
+    report_md = (tmp_path / "report.md").read_text()
+    assert f"## Accuracy: {case}\n" in report_md
+    assert f"| accuracy: clearly raises test accuracy (明显提高测试准确率) | **{case}** |" in report_md
+    if case == "supported":
+        assert accuracy["seeds_needed"] is None
+        assert accuracy["reasons"][0].startswith("1 of 2 settings raise test accuracy by more than 0.1 pp")
+    elif case == "not supported":
+        assert accuracy["seeds_needed"] is None
+        assert "equivalent to the baseline within +-0.1 pp: alpha=0.001" in accuracy["reasons"]
+        assert "worse than the baseline: alpha=0.0001" in accuracy["reasons"]
+    else:  # the best gain (A, +0.15 pp) exceeds m: seeds for its superiority test at Holm's first level
+        d = np.array(GAINS[case][0]) / 100
+        assert accuracy["seeds_needed"] == brute_force_seeds(d.mean() - M, d.std(ddof=1), 0.05 / 2)
+        assert accuracy["seeds_needed"] > 6
+
+
+def test_summary_numbers_are_what_scipy_computes(tmp_path):
+    gains_folder(tmp_path, "supported")
+    write_reports(tmp_path)
+    runs = pd.read_csv(tmp_path / "runs.csv")
+    summary = pd.read_csv(tmp_path / "summary.csv")
+    assert list(summary.columns) == stats.summary_columns(axes.SETTING_COLUMNS)
+    assert list(summary["alpha"]) == [0.0, 1e-4, 1e-3]  # the baseline first
+    base = runs[runs["alpha"] == 0].sort_values("seed")
+    diffs, p_sup, p_equiv = {}, [], []
+    for alpha in (1e-4, 1e-3):
+        arm = runs[runs["alpha"] == alpha].sort_values("seed")
+        assert list(arm["seed"]) == list(base["seed"]) == list(range(6))
+        d = arm["test_acc"].to_numpy() - base["test_acc"].to_numpy()
+        diffs[alpha] = d
+        row = summary[summary["alpha"] == alpha].iloc[0]
+        ci = sps.ttest_1samp(d, 0).confidence_interval(0.95)
+        assert (row["n"], row["n_not_ok"], row["paired_n"]) == (6, 0, 6)
+        assert row["delta_pp"] == pytest.approx(d.mean(), abs=1e-12)
+        assert row["delta_images"] == pytest.approx(d.mean() / 100 * N_TEST)
+        assert row["paired_sd_pp"] == pytest.approx(d.std(ddof=1))
+        assert (row["paired_ci_low_pp"], row["paired_ci_high_pp"]) == pytest.approx((ci.low, ci.high))
+        assert row["p_superior"] == pytest.approx(sps.ttest_1samp(d, M, alternative="greater").pvalue)
+        assert row["p_inferior"] == pytest.approx(sps.ttest_1samp(d, M, alternative="less").pvalue)
+        equivalent = max(sps.ttest_1samp(d, -M, alternative="greater").pvalue,
+                         sps.ttest_1samp(d, M, alternative="less").pvalue)
+        assert row["p_equivalent"] == pytest.approx(equivalent)
+        assert row["p_worse"] == pytest.approx(sps.ttest_1samp(d, 0, alternative="less").pvalue)
+        p_sup.append(row["p_superior"])
+        p_equiv.append(row["p_equivalent"])
+        welch = sps.ttest_ind(arm["test_acc"], base["test_acc"], equal_var=False)
+        assert row["welch_p"] == pytest.approx(welch.pvalue)
+        assert (row["welch_ci_low_pp"], row["welch_ci_high_pp"]) == pytest.approx(
+            tuple(welch.confidence_interval(0.95)))
+        # the per-image predictions: arms differ on |correct_1 - correct_2| images per seed
+        assert row["boot_n"] == 6
+        assert row["disagreements"] == pytest.approx(np.abs(d * 100).mean())
+        assert row["boot_ci_low_pp"] < d.mean() < row["boot_ci_high_pp"]
+        # overfitting: the gap and test loss, paired
+        gap = (arm["train_acc"] - arm["test_acc"]).to_numpy() - (base["train_acc"] - base["test_acc"]).to_numpy()
+        assert row["gap_delta_pp"] == pytest.approx(gap.mean())
+        assert row["gap_p"] == pytest.approx(sps.ttest_1samp(gap, -M, alternative="less").pvalue)
+        # stability: sd ratio and Brown-Forsythe
+        assert row["spread_ratio"] == pytest.approx(arm["test_acc"].std(ddof=1) / base["test_acc"].std(ddof=1))
+        assert row["spread_p"] == pytest.approx(sps.levene(arm["test_acc"], base["test_acc"], center="median").pvalue)
+    tested = summary[summary["alpha"] != 0]
+    assert tested["p_superior_holm"].to_numpy() == pytest.approx(holm_by_hand(p_sup))
+    assert tested["p_equivalent_holm"].to_numpy() == pytest.approx(holm_by_hand(p_equiv))
+
+
+def test_the_other_claims_follow_their_declared_rules(tmp_path):
+    gains_folder(tmp_path, "supported")
+    verdicts = write_reports(tmp_path).analysis.verdicts[CONTEXT]
+    assert set(verdicts) == {"accuracy", "overfitting", "stability", "features"}
+    # A shrinks the gap by 0.5 pp (> m) and raises test accuracy: supported, and said why
+    overfitting = verdicts["overfitting"]
+    assert overfitting["verdict"] == "supported"
+    assert overfitting["reasons"][0].startswith("1 of 2 settings shrink the train-test accuracy gap by more than "
+                                                "0.1 pp")
+    assert overfitting["reasons"][1].endswith("and test accuracy rose by more than 0.1 pp (accuracy call: better)")
+    # no run has feature metrics: not tested, and said so
+    assert verdicts["features"]["verdict"] == "not tested"
+    assert verdicts["features"]["reasons"] == ["no run of this context has feature metrics"]
+    # 6 runs per arm give little power to see a 1.5x smaller sd: inconclusive, with the runs that would
+    stability = verdicts["stability"]
+    assert stability["verdict"] == "inconclusive"
+    assert stability["reasons"][0].startswith("no setting has a significantly smaller spread, but for 2 of 2 settings "
+                                              "the seeds give less than 80% power to find a 1.5x smaller sd")
+    assert stability["seeds_needed"] > 6
+
+
+def test_report_writes_everything_and_rebuilds_it_byte_for_byte(tmp_path):
+    records = gains_folder(tmp_path, "supported")
+    failed = write(tmp_path, [record("both-a0.001-s9", setting_of(1e-3), 9, status="failed")])
+    report = write_reports(tmp_path)
+    assert len(report.runs) == len(records) + 1 == 19
+    assert len(report.analysis.summary) == 3
+    row = report.analysis.summary[report.analysis.summary["alpha"] == 1e-3].iloc[0]
+    assert (row["n"], row["n_not_ok"]) == (6, 1)  # the failed run is counted, not analysed
+    names = ["runs.csv", "summary.csv", "verdict.json", "report.md"]
+    first = {n: (tmp_path / n).read_bytes() for n in names}
+    assert all((tmp_path / "plots" / p).stat().st_size > 1000 for p in PLOTS)
+    for n in names:
         (tmp_path / n).unlink()
     write_reports(tmp_path)
-    assert {n: (tmp_path / n).read_bytes() for n in names[:3]} == first
-    report = (tmp_path / "report.md").read_text()
-    assert f"## Verdict: {claim.verdict}" in report and "](plots/test_acc_vs_alpha.png)" in report
-    assert "`broken`: failed (RuntimeError: boom)" in report
-    summary_csv = pd.read_csv(tmp_path / "summary.csv")
-    for column in ("delta_images", "ci_low_pp", "ci_high_pp", "p_value", "p_holm", "paired_delta_pp", "paired_p",
-                   "hedges_g", "call"):
-        assert column in summary_csv.columns
-    row = summary_csv[(summary_csv["alpha"] == 1e-3) & (summary_csv["target"] == "both")
-                      & (summary_csv["schedule"] == "constant")].iloc[0]
-    assert row["n"] == 4 and row["n_not_ok"] == 1
+    assert {n: (tmp_path / n).read_bytes() for n in names} == first
+    report_md = (tmp_path / "report.md").read_text()
+    assert "](plots/test_acc_vs_alpha.png)" in report_md
+    assert "## Runs and files left out of the statistics" in report_md
+    assert f"- `{failed[0]['run_id']}`: failed (RuntimeError: boom)" in report_md
+    assert "Runs: 19 (18 ok, 1 not ok) in 1 context(s)." in report_md
+    runs_csv = pd.read_csv(tmp_path / "runs.csv")
+    assert list(runs_csv.columns[:2 + len(axes.SETTING_COLUMNS)]) == ["run_id", "context", *axes.SETTING_COLUMNS]
+    assert runs_csv.loc[runs_csv["status"] == "failed", "error"].tolist() == ["RuntimeError: boom"]
 
 
-def test_plots_have_a_series_per_target_norm_schedule_and_a_baseline_band(tmp_path):
-    records = write_folder(tmp_path)
-    loaded, _ = load_records(tmp_path)
-    assert len(loaded) == len(records)
-    made = figures(runs_frame(loaded), histories_frame(loaded))
+def test_old_run_records_read_with_the_off_values_of_newer_axes(tmp_path):
+    """Runs recorded before form/scope/dropout, `compiled` and predictions existed still report."""
+    for seed, base in enumerate(BASE_CORRECT[:4]):
+        write(tmp_path, [record(f"baseline-s{seed}", setting_of(0.0, legacy=True), seed, base, legacy=True),
+                         record(f"both-s{seed}", setting_of(1e-4, legacy=True), seed, base + 20, legacy=True)])
+    report = write_reports(tmp_path)
+    runs = report.runs
+    regularized = runs[runs["alpha"] != 0].iloc[0]
+    baseline = runs[runs["alpha"] == 0].iloc[0]
+    assert (regularized["form"], regularized["scope"], regularized["dropout"]) == ("loss", "conv", 0.5)
+    assert (baseline["form"], baseline["scope"]) == ("none", "none")
+    assert runs["compiled"].isna().all()
+    assert report.paths == {CONTEXT: {"devices": ["cpu"], "code_paths": ["not recorded"], "one_path": False}}
+    row = report.analysis.summary.iloc[1]
+    assert row["boot_n"] == 0 and np.isnan(row["boot_ci_low_pp"]) and np.isnan(row["disagreements"])
+    accuracy = report.analysis.verdicts[CONTEXT]["accuracy"]
+    assert "no seed-and-image bootstrap for 1 of 1 settings: runs lack per-image predictions" in accuracy["reasons"][-1]
+    report_md = (tmp_path / "report.md").read_text()
+    assert "Code path: not recorded on cpu - **the arms of this comparison did not all take one recorded" in report_md
+
+
+BAD_FILES = {
+    "a-list.json": (b"[1, 2, 3]", "not a run record (a JSON list)"),
+    "no-id.json": (b'{"status": "ok", "metrics": {}}', "not a run record (no run_id, setting, seed, context, config)"),
+    "truncated.json": (b'{"run_id": "truncated", "status": "o', "damaged or truncated JSON (Unterminated string "
+                                                                 "starting at: line 1 column 35 (char 34))"),
+    "latin1.json": ('{"run_id": "caf\u00e9"}'.encode("latin-1"), "not UTF-8 text"),
+}
+
+
+def test_foreign_and_damaged_files_are_skipped_with_the_reason(tmp_path):
+    good = gains_folder(tmp_path, "supported")
+    clean = write_reports(tmp_path)
+    clean_files = {n: (tmp_path / n).read_bytes() for n in ("runs.csv", "summary.csv")}
+    for name, (blob, _) in BAD_FILES.items():
+        (tmp_path / "runs" / name).write_bytes(blob)
+    renamed = dict(good[0], run_id="someone-else")
+    partial = dict(good[1], run_id="partial", metrics={"test_loss": 0.1})
+    odd_seed = dict(good[2], run_id="odd-seed", seed="0")
+    unknown = dict(good[3], run_id="queued", status="queued")
+    for name, rec in (("renamed.json", renamed), ("partial.json", partial), ("odd-seed.json", odd_seed),
+                      ("queued.json", unknown)):
+        files.write_json_atomic(tmp_path / "runs" / name, rec)
+    (tmp_path / "runs" / "notes.txt").write_text("not a .json file: not a candidate")
+    loaded = load_records(tmp_path)
+    assert isinstance(loaded, Loaded) and len(loaded.records) == len(good)
+    expected = {name: why for name, (_, why) in BAD_FILES.items()}
+    expected.update({"renamed.json": "its run_id 'someone-else' does not match the file name",
+                     "partial.json": "a partial run record (status ok but no numeric metrics.test_acc)",
+                     "odd-seed.json": "not a run record (seed '0' is not an integer)",
+                     "queued.json": "unknown status 'queued' (a run record says ok, diverged, failed)"})
+    assert dict(loaded.skipped) == expected
+    assert [name for name, _ in loaded.skipped] == sorted(expected)  # in file-name order
+    report = write_reports(tmp_path)
+    assert report.skipped == loaded.skipped
+    # statistics unaffected
+    assert {n: (tmp_path / n).read_bytes() for n in clean_files} == clean_files
+    pd.testing.assert_frame_equal(report.analysis.summary, clean.analysis.summary)
+    verdict = json.loads((tmp_path / "verdict.json").read_text())
+    assert verdict["skipped_files"] == [{"file": name, "why": why} for name, why in sorted(expected.items())]
+    report_md = (tmp_path / "report.md").read_text()
+    assert f"- {len(expected)} file(s) in runs/ are not run records and were skipped:" in report_md
+    for name, why in expected.items():
+        assert f"  - `{name}`: {why}" in report_md
+
+
+def test_a_folder_without_run_records_says_so(tmp_path):
+    with pytest.raises(ReportError, match="has no runs/ folder"):
+        write_reports(tmp_path)
+    (tmp_path / "runs").mkdir()
+    with pytest.raises(ReportError) as empty:
+        write_reports(tmp_path)
+    assert str(empty.value) == f"no finished runs in {tmp_path / 'runs'}"
+    (tmp_path / "runs" / "x.json").write_text("[]")
+    with pytest.raises(ReportError) as only_bad:
+        write_reports(tmp_path)
+    assert str(only_bad.value) == (f"no finished runs in {tmp_path / 'runs'}: its 1 file(s) are not run records "
+                                   "(x.json: not a run record (a JSON list))")
+    assert not (tmp_path / "runs.csv").exists() and not (tmp_path / "report.md").exists()
+
+
+def test_a_sweep_whose_runs_all_failed_still_reports(tmp_path):
+    write(tmp_path, [record(f"both-s{seed}", setting_of(1e-3), seed, status="failed") for seed in range(2)]
+          + [record(f"baseline-s{seed}", setting_of(0.0), seed, status="diverged") for seed in range(2)])
+    report = write_reports(tmp_path)
+    assert set(report.runs["status"]) == {"failed", "diverged"}
+    assert report.analysis.verdicts[CONTEXT]["accuracy"]["verdict"] == "not tested"
+    assert all((tmp_path / "plots" / p).is_file() for p in PLOTS)
+    assert (tmp_path / "report.md").read_text().count(": failed (RuntimeError: boom)") == 2
+
+
+def plots_folder(folder):
+    rng = np.random.default_rng(0)
+    records = []
+    for seed in range(4):
+        records.append(record(f"base-{seed}", setting_of(0.0), seed, 9900 + int(rng.integers(-5, 5))))
+        for alpha in (1e-4, 1e-3):
+            for target in ("weights", "both"):
+                for schedule in ("constant", "exponential(gamma=1)"):
+                    records.append(record(f"{target}-{alpha}-{schedule}-{seed}", setting_of(alpha, target, schedule),
+                                          seed, 9900 + int(rng.integers(-5, 5))))
+    records.append(record("broken", setting_of(1e-3), 9, status="failed"))
+    return write(folder, records)
+
+
+def test_plots_have_a_series_per_target_and_schedule_and_a_baseline_band(tmp_path):
+    records = plots_folder(tmp_path)
+    loaded = load_records(tmp_path)
+    assert len(loaded.records) == len(records) and loaded.skipped == []
+    made = figures(runs_frame(loaded.records), histories_frame(loaded.records))
+    assert set(made) == set(PLOTS)
     accuracy = made["test_acc_vs_alpha.png"].axes[0]
     assert len(accuracy.containers) == 4  # errorbar series: 2 targets x 2 schedules
+    assert sorted(c.get_label() for c in accuracy.containers) == [
+        "both, constant", "both, exponential(gamma=1)", "weights, constant", "weights, exponential(gamma=1)"]
     assert accuracy.get_xscale() == "log"
     assert len(accuracy.patches) == 1  # the baseline band
     for container in accuracy.containers:
         assert list(container.lines[0].get_xdata()) == [1e-4, 1e-3]
     assert len(made["val_acc_per_epoch.png"].axes[0].lines) == 1 + 8  # baseline + 8 settings
     assert len(made["gap_vs_alpha.png"].axes[0].containers) == 4
+    spread = made["spread_vs_alpha.png"].axes[0]
+    assert len(spread.containers) == 4 and len(spread.lines) >= 1  # the baseline's sd as a line
+    features = made["features_vs_alpha.png"].axes
+    assert len(features) == 5 and all(ax.texts[0].get_text() == "not measured" for ax in features)
+
+
+def test_each_context_is_its_own_family_in_every_output(tmp_path, monkeypatch):
+    """Two dropout values: two baselines, two Holm families, two verdicts, named in report.md, verdict.json,
+    the plots and the console (where a context label in brackets must not be taken for rich markup)."""
+    from typer.testing import CliRunner
+
+    from l2reg.cli import main as cli_main
+
+    contexts = {0.5: CONTEXT, 0.0: "epochs=2,train_limit=None,dropout=0-def456"}
+    for dropout, context in contexts.items():
+        gains = GAINS["supported" if dropout == 0.5 else "not supported"]
+        for seed, base in enumerate(BASE_CORRECT):
+            tag = "" if dropout == 0.5 else "-dropout0"
+            write(tmp_path, [
+                record(f"baseline{tag}-s{seed}", setting_of(0.0), seed, base, context=context, dropout=dropout),
+                record(f"both-a0.0001{tag}-s{seed}", setting_of(1e-4), seed, base + gains[0][seed], context=context,
+                       dropout=dropout),
+                record(f"both-a0.001{tag}-s{seed}", setting_of(1e-3), seed, base + gains[1][seed], context=context,
+                       dropout=dropout)])
+    monkeypatch.setattr(cli_main.out, "width", 300)
+    monkeypatch.setattr(cli_main.err, "width", 300)
+    result = CliRunner().invoke(cli_main.app, ["report", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    for context, verdict in ((contexts[0.5], "supported"), (contexts[0.0], "not supported")):
+        assert f"verdicts [{context}] (smallest effect of interest 0.1 pp):" in result.output
+        assert f"baseline [{context}]" in result.output
+        summary = pd.read_csv(tmp_path / "summary.csv")
+        assert list(summary.loc[summary["context"] == context, "call"])[0] == "baseline"
+        claims = json.loads((tmp_path / "verdict.json").read_text())["contexts"][context]["claims"]
+        assert claims["accuracy"]["verdict"] == verdict
+        assert f"## Context `{context}`" in (tmp_path / "report.md").read_text()
+    summary = pd.read_csv(tmp_path / "summary.csv")
+    assert len(summary) == 6 and list(summary["call"]).count("baseline") == 2
+    runs = pd.read_csv(tmp_path / "runs.csv")
+    assert sorted(runs["dropout"].unique()) == [0.0, 0.5]
+    loaded = load_records(tmp_path).records
+    made = figures(runs_frame(loaded), histories_frame(loaded))
+    assert len(made["test_acc_vs_alpha.png"].axes) == 2  # a panel per context
+    assert [ax.get_title().split("\n")[-1] for ax in made["test_acc_vs_alpha.png"].axes] == [
+        f"[{c}]" for c in sorted(contexts.values())]

@@ -68,3 +68,49 @@ def test_packs_group_by_context_and_respect_size():
     assert sum(len(g) for g in groups) == len(runs) == 12
     assert all(len(g) <= 3 for g in groups)
     assert all(len({str(context(r.config)) for r in g}) == 1 for g in groups)
+
+
+def test_new_axes_at_their_off_values_keep_the_ids_runs_always_had():
+    # ids of runs committed before form, scope, train.dropout and data.train_size existed
+    # (results/ablation-quick-12/runs/ holds both files)
+    base = replace(Config(), alpha=0.0, seed=0)
+    both = replace(Config(), alpha=1e-4, target="both", seed=0)
+    assert run_id(base) == "baseline-s0-2d436b8a"
+    assert run_id(both) == "both-l2-a0.0001-constant-s0-e2abb4e4"
+    assert run_id(replace(both, form="loss", scope="conv")) == run_id(both)
+
+
+def test_new_axes_change_ids_contexts_and_names_when_not_off():
+    from l2reg.sweep import context_label
+
+    cfg = replace(Config(), alpha=1e-4, target="weights", seed=1)
+    decoupled = replace(cfg, form="decoupled", scope="all")
+    assert run_id(decoupled).startswith("weights-l2-a0.0001-constant-decoupled-scope-all-s1-")
+    assert run_id(decoupled) != run_id(cfg)
+    no_dropout = replace(cfg, train=replace(cfg.train, dropout=0.0))
+    assert run_id(no_dropout).startswith("weights-l2-a0.0001-constant-dropout0-s1-")
+    assert context(no_dropout) != context(cfg) and context(decoupled) == context(cfg)
+    assert context_label(no_dropout).startswith("epochs=5,train_limit=None,dropout=0-")
+    small = replace(cfg, data=replace(cfg.data, train_size=1000))
+    assert context_label(small).startswith("epochs=5,train_limit=None,train_size=1000-")
+    # the baseline of a decoupled setting is the plain baseline of its context
+    assert run_id(replace(decoupled, alpha=0.0)) == run_id(replace(cfg, alpha=0.0))
+
+
+def test_new_axes_sweep_together():
+    runs = planned("form=loss,decoupled", "scope=conv,all", "train.dropout=0,0.5", "alpha=1e-4", "target=weights",
+                   "seed=0")
+    assert len(runs) == 10 and sum(r.is_baseline for r in runs) == 2
+    assert {r.config.train.dropout for r in runs if r.is_baseline} == {0.0, 0.5}
+    assert len({r.run_id for r in runs}) == 10
+
+
+def test_compile_is_decided_per_context_never_per_setting():
+    from l2reg.sweep import compile_decision
+
+    runs = planned("alpha=0.0,1e-4", "target=weights,both", "seeds=2")
+    assert {compile_decision(r.config, "cpu", 54_000) for r in runs} == {True}  # 5 x 422 steps
+    assert {compile_decision(r.config, "cpu", 2_700) for r in runs} == {False}  # 5 x 22 steps
+    assert {compile_decision(r.config, "cuda", 54_000) for r in runs} == {False}
+    forced = replace(runs[0].config, train=replace(runs[0].config.train, compile=True))
+    assert compile_decision(forced, "cuda", 100) is True

@@ -5,30 +5,54 @@ import math
 import pytest
 import torch
 
+from l2reg import penalties
 from l2reg import train as train_module
 from l2reg.config import ScheduleConfig
 from l2reg.data import load_mnist
-from l2reg.train import RunSpec, TrainSettings, _compiled_objective, _KerasAdam, _Plateau, coefficient_table, train_pack
+from l2reg.penalties import TERMS, Term
+from l2reg.train import (
+    TrainSettings,
+    _compiled_objective,
+    _KerasAdam,
+    _Plateau,
+    coefficient_table,
+    make_spec,
+    train_pack,
+)
 
 TINY = TrainSettings(epochs=2, batch_size=64, eval_batch_size=100)
 
 
-def spec(seed=0, alpha=0.0, target="both", norm="l2", schedule="constant", **kw):
-    return RunSpec(seed, alpha, target, norm, ScheduleConfig(schedule, **kw))
+def spec(seed=0, alpha=0.0, target="both", norm="l2", schedule="constant", form="loss", scope="conv", **kw):
+    return make_spec(seed, alpha, ScheduleConfig(schedule, **kw), target=target, norm=norm, form=form, scope=scope)
+
+
+def column(kind, group, norm, form="loss"):
+    return TERMS.index(Term(kind, group, norm, form))
 
 
 def test_coefficient_table_columns_and_times():
     specs = [spec(alpha=0.0), spec(alpha=1e-3, target="weights"), spec(alpha=2e-3, target="both", norm="l1"),
-             spec(alpha=1e-3, target="activations", schedule="exponential", gamma=1.0)]
+             spec(alpha=1e-3, target="activations", schedule="exponential", gamma=1.0),
+             spec(alpha=3e-3, target="weights", form="decoupled", scope="all")]
     table = coefficient_table(specs, epochs=2, steps_per_epoch=4)
-    assert table.shape == (8, 4, 4)
+    assert table.shape == (8, 5, len(TERMS)) and len(TERMS) == 8
     assert table[:, 0].abs().sum() == 0  # baseline: no penalty at all
-    assert torch.allclose(table[:, 1], torch.tensor([1e-3, 0, 0, 0]).expand(8, 4))
-    assert torch.allclose(table[:, 2], torch.tensor([0, 2e-3, 0, 2e-3]).expand(8, 4))
+
+    def only(run, values: dict):
+        expected = torch.zeros(len(TERMS), dtype=torch.float64)
+        for col, value in values.items():
+            expected[col] = value
+        assert torch.equal(table[:, run], expected.expand(8, len(TERMS))), run
+
+    only(1, {column("weights", "conv", "l2"): 1e-3})
+    only(2, {column("weights", "conv", "l1"): 2e-3, column("activations", "taps", "l1"): 2e-3})
+    only(4, {column("weights", "conv", "l2", "decoupled"): 3e-3, column("weights", "dense", "l2", "decoupled"): 3e-3})
     # exponential: t = epoch + step/4 at the start of each step
     times = torch.tensor([0, 0.25, 0.5, 0.75, 1, 1.25, 1.5, 1.75], dtype=torch.float64)
-    assert torch.allclose(table[:, 3, 2].double(), 1e-3 * torch.exp(-times), rtol=1e-6)
-    assert table[:, 3, [0, 1, 3]].abs().sum() == 0
+    act = column("activations", "taps", "l2")
+    assert torch.allclose(table[:, 3, act], 1e-3 * torch.exp(-times), rtol=1e-12)
+    assert table[:, 3].abs().sum() == pytest.approx(table[:, 3, act].sum().item())
 
 
 def test_keras_adam_first_step():
@@ -41,6 +65,105 @@ def test_keras_adam_first_step():
     expected = [1.0 - alpha1 * 0.05 / (math.sqrt(0.001) * 0.5 + 1e-7),
                 -2.0 + alpha1 * 0.001 / (math.sqrt(0.001) * 0.01 + 1e-7)]
     assert p[0].tolist() == pytest.approx(expected, rel=1e-6)
+
+
+def test_decoupled_decay_equals_torch_adamw_in_float64():
+    """form=decoupled on one run = torch.optim.AdamW (eps so small that Keras' and torch's eps
+    placements coincide), the decay applied to the decayed parameter only, with a per-run lr."""
+    torch.manual_seed(0)
+    start = torch.randn(3, 4, dtype=torch.float64)
+    grads = [torch.randn(3, 4, dtype=torch.float64) for _ in range(5)]
+    lr, decay = 0.01, 0.3
+    reference = start.clone().requires_grad_(True)
+    adamw = torch.optim.AdamW([reference], lr=lr, betas=(0.9, 0.999), eps=1e-30, weight_decay=decay)
+    for g in grads:
+        reference.grad = g.clone()
+        adamw.step()
+    ours = start.clone().unsqueeze(0).repeat(2, 1, 1)  # run 0 decays, run 1 does not
+    opt = _KerasAdam([ours], torch.tensor([lr, lr], dtype=torch.float64), eps=1e-30, decay_columns=[3])
+    coef = torch.zeros(2, 8, dtype=torch.float64)
+    coef[0, 3] = decay
+    for g in grads:
+        opt.step([g.unsqueeze(0).repeat(2, 1, 1)], coef)
+    assert torch.allclose(ours[0], reference.detach(), rtol=1e-12, atol=1e-14)
+    plain = start.clone().requires_grad_(True)
+    adam = torch.optim.Adam([plain], lr=lr, eps=1e-30)
+    for g in grads:
+        plain.grad = g.clone()
+        adam.step()
+    assert torch.allclose(ours[1], plain.detach(), rtol=1e-12, atol=1e-14)
+    assert not torch.allclose(ours[0], ours[1])  # the decay really acted
+
+
+def test_decoupled_run_decays_its_kernels_and_adds_nothing_to_the_loss(tiny_mnist):
+    data = load_mnist(tiny_mnist)
+    settings = TrainSettings(epochs=1, batch_size=64, eval_batch_size=100, features=False)
+    plain = train_pack([spec()], data, settings, keep_params=True)[0]
+    conv = train_pack([spec(alpha=20.0, target="weights", form="decoupled")], data, settings, keep_params=True)[0]
+    dense = train_pack([spec(alpha=20.0, target="weights", form="decoupled", scope="dense")], data, settings,
+                       keep_params=True)[0]
+    assert conv["metrics"]["penalty"] == 0.0 and all(h["train_penalty"] == 0.0 for h in conv["history"])
+    assert conv["metrics"]["weight_sq_norm"] < 0.9 * plain["metrics"]["weight_sq_norm"]
+    assert conv["metrics"]["dense_weight_sq_norm"] == pytest.approx(plain["metrics"]["dense_weight_sq_norm"], rel=0.1)
+    assert dense["metrics"]["dense_weight_sq_norm"] < 0.9 * plain["metrics"]["dense_weight_sq_norm"]
+    assert torch.equal(plain["params"]["conv1.bias"] != 0, conv["params"]["conv1.bias"] != 0)  # biases: no decay
+
+
+def test_a_zero_coefficient_changes_nothing_to_the_bit(tiny_mnist):
+    """Every run computes every term; for the baseline all coefficients are 0, and its numbers are
+    those of a loop with no penalty code at all (the same gradients to the bit)."""
+    data = load_mnist(tiny_mnist)
+    settings = TrainSettings(epochs=1, batch_size=64, eval_batch_size=100, features=False)
+    ours = train_pack([spec(seed=3)], data, settings, keep_params=True)[0]
+    original = penalties.loss_penalty
+
+    def no_penalty(params, activations, coefficients):
+        return torch.zeros((), dtype=coefficients.dtype)
+
+    penalties.loss_penalty = no_penalty
+    try:
+        bare = train_pack([spec(seed=3)], data, settings, keep_params=True)[0]
+    finally:
+        penalties.loss_penalty = original
+    for name in ours["params"]:
+        assert torch.equal(ours["params"][name], bare["params"][name]), name
+
+
+def test_train_size_draws_a_subset_per_seed_and_keeps_the_validation_set(tiny_mnist):
+    data = load_mnist(tiny_mnist)  # 540 training images, 60 validation
+    settings = TrainSettings(epochs=1, batch_size=64, eval_batch_size=100, train_size=200, features=False)
+    [small] = train_pack([spec(seed=0)], data, settings)
+    [full] = train_pack([spec(seed=0)], data, TrainSettings(epochs=1, batch_size=64, eval_batch_size=100,
+                                                            features=False))
+    assert small["metrics"]["n_train"] == 200 and full["metrics"]["n_train"] == 540
+    assert small["history"][0]["train_acc"] * 200 / 100 == pytest.approx(round(small["history"][0]["train_acc"] * 2))
+    assert small["metrics"]["train_acc"] != full["metrics"]["train_acc"]
+    # the subset depends on the seed, never on pack mates: alone == in a pack
+    pack = train_pack([spec(seed=1), spec(seed=0)], data, settings)
+    assert pack[1]["metrics"]["test_acc"] == small["metrics"]["test_acc"]
+    assert pack[1]["history"][0]["train_loss"] == pytest.approx(small["history"][0]["train_loss"], rel=1e-5)
+    with pytest.raises(ValueError, match="exceeds the 540 images"):
+        train_pack([spec()], data, TrainSettings(epochs=1, batch_size=64, train_size=541, features=False))
+
+
+def test_feature_metrics_and_predictions_are_recorded(tiny_mnist):
+    import base64
+
+    import numpy as np
+
+    data = load_mnist(tiny_mnist)
+    [result] = train_pack([spec(alpha=1e-3)], data, TrainSettings(epochs=3, batch_size=32, eval_batch_size=100))
+    m = result["metrics"]
+    for key in ("probe_acc_100", "probe_acc_1000", "noise_acc_0.1", "noise_acc_0.2", "noise_acc_0.3"):
+        assert 0 <= m[key] <= 100 and (m[key] * 2) == pytest.approx(round(m[key] * 2))  # a count of 200 images
+    assert 0 < m["zero_fraction"] < 1
+    assert m["noise_acc_0.1"] >= m["noise_acc_0.3"] - 5  # more noise does not help (tolerance: 10 images)
+    predictions = np.frombuffer(base64.b64decode(result["test_predictions"]), dtype=np.uint8)
+    labels = np.frombuffer(base64.b64decode(result["test_labels"]), dtype=np.uint8)
+    assert predictions.shape == labels.shape == (200,)
+    assert np.array_equal(labels, data.test_y.numpy())
+    assert 100 * (predictions == labels).mean() == pytest.approx(m["test_acc"])
+    assert result["compiled"] is False and result["eval_seconds"] > 0
 
 
 def test_keras_adam_learning_rate_is_per_run():
@@ -64,11 +187,13 @@ def test_a_cpu_run_repeats_to_the_bit_and_depends_on_its_seed(tiny_mnist):
     first = train_pack([spec(seed=0, alpha=1e-3)], data, TINY)[0]
     again = train_pack([spec(seed=0, alpha=1e-3)], data, TINY)[0]
     other = train_pack([spec(seed=1, alpha=1e-3)], data, TINY)[0]
+
     def untimed(history):
         return [{k: v for k, v in h.items() if k not in ("seconds", "train_seconds")} for h in history]
 
     assert untimed(first["history"]) == untimed(again["history"])
     assert first["metrics"] == again["metrics"]
+    assert first["test_predictions"] == again["test_predictions"]
     assert first["metrics"]["weight_sq_norm"] != other["metrics"]["weight_sq_norm"]
 
 
@@ -106,6 +231,7 @@ def test_compiled_training_step_matches_eager(tiny_mnist):
     _compiled_objective.cache_clear()
     compiled = train_pack([spec(alpha=1e-3)], data, TrainSettings(**{**vars(settings), "compile": True}))[0]
     assert _compiled_objective.cache_info().currsize == 1  # the compiled path really ran
+    assert compiled["compiled"] is True and eager["compiled"] is False
     for a, b in zip(eager["history"], compiled["history"]):
         for key in ("train_loss", "train_penalty", "val_loss"):
             assert a[key] == pytest.approx(b[key], rel=2e-3), key
@@ -115,7 +241,7 @@ def test_compiled_training_step_matches_eager(tiny_mnist):
 def test_compiled_pack_matches_eager_pack(tiny_mnist, monkeypatch):
     data = load_mnist(tiny_mnist)  # 540 images, batch 64: 8 full steps per epoch
     specs = [spec(seed=0, alpha=1e-3), spec(seed=1, alpha=0.0), spec(seed=2, alpha=1e-2, target="weights")]
-    settings = TrainSettings(epochs=2, batch_size=64, eval_batch_size=100)
+    settings = TrainSettings(epochs=2, batch_size=64, eval_batch_size=100, features=False)
     eager = train_pack(specs, data, settings)
     calls = []
 

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# The card's smallest real job, timed as whole processes back to back, in one go (docs/performance.md):
+# the baseline plus alpha=1e-4 target=both, 5 epochs each on full MNIST, seed 1, by
+#   (1) l2sweep (one process, both runs: `l2sweep run alpha=1e-4 target=both seed=1`),
+#   (2) Keras on TensorFlow (scripts/keras_reference.py, one process per run, as a Keras user runs it),
+#   (3) the plain PyTorch DataLoader loop (l2reg.bench.plain_whole_run, one process per run).
+# Needs L2SWEEP_DATA and, for (2), KERAS_PYTHON: a python with tensorflow-cpu and keras.
+# Usage: KERAS_PYTHON=/path/to/venv/bin/python bash scripts/compare_whole_job.sh [OUT_DIR]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=${1:-/tmp/compare-whole-job}
+DATA=${L2SWEEP_DATA:?set L2SWEEP_DATA to the folder holding MNIST/raw/}
+BIN=${BIN:-.venv/bin}
+rm -rf "$OUT" && mkdir -p "$OUT"
+now() { date +%s.%N; }
+echo "machine: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores; $(date -Is)" | tee "$OUT/summary.txt"
+
+start=$(now)
+"$BIN/l2sweep" run alpha=1e-4 target=both seed=1 name=job "results_dir=$OUT/results" > "$OUT/l2sweep.log" 2>&1
+l2sweep_s=$(echo "$(now) - $start" | bc)
+
+keras_s=-
+if [ -n "${KERAS_PYTHON:-}" ]; then
+  start=$(now)
+  for alpha in 0 1e-4; do
+    "$KERAS_PYTHON" scripts/keras_reference.py --data "$DATA" --alpha $alpha --seed 1 >> "$OUT/keras.jsonl" 2> "$OUT/keras.err"
+  done
+  keras_s=$(echo "$(now) - $start" | bc)
+fi
+
+start=$(now)
+for alpha in 0.0 1e-4; do
+  "$BIN/python" -c "
+import json, sys
+from dataclasses import replace
+import torch
+from l2reg.bench import plain_whole_run
+from l2reg.config import expand_and_compose
+from l2reg.train import configure_device
+[(_, cfg)] = expand_and_compose(['alpha=$alpha', 'target=both', 'seed=1'])
+configure_device(torch.device('cpu'), False)
+print(json.dumps(plain_whole_run(cfg, torch.device('cpu'))))" >> "$OUT/plain.jsonl"
+done
+plain_s=$(echo "$(now) - $start" | bc)
+
+{
+  echo "| the two-run job, whole processes | wall s | l2sweep is x faster |"
+  echo "| --- | ---: | ---: |"
+  printf "| l2sweep run (1 process, 2 runs) | %.1f | 1.00 |\n" "$l2sweep_s"
+  [ "$keras_s" != "-" ] && printf "| Keras %s on TensorFlow %s (2 processes) | %.1f | %.2f |\n" \
+    "$(sed -n 's/.*"keras": "\([^"]*\)".*/\1/p' "$OUT/keras.jsonl" | head -1)" \
+    "$(sed -n 's/.*"tensorflow": "\([^"]*\)".*/\1/p' "$OUT/keras.jsonl" | head -1)" \
+    "$keras_s" "$(echo "$keras_s / $l2sweep_s" | bc -l)"
+  printf "| plain PyTorch DataLoader loop (2 processes) | %.1f | %.2f |\n" "$plain_s" "$(echo "$plain_s / $l2sweep_s" | bc -l)"
+} | tee -a "$OUT/summary.txt"
+grep -h "test" "$OUT"/*.jsonl >> "$OUT/summary.txt" || true
+grep -E "^(baseline|both)" "$OUT/l2sweep.log" >> "$OUT/summary.txt" || true
