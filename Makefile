@@ -33,12 +33,16 @@ smoke: install ## a one-minute sweep on a slice of real MNIST -> results/smoke/
 ablation: install ## the main grid of the claim check (250 runs: conf/experiment/ablation.yaml) -> results/ablation/
 	$(BIN)/l2sweep run experiment=ablation
 
-# The controls (README "The claim check"): decay values chosen on the pilot's VALIDATION accuracy;
-# the default context's baselines are the main grid's own runs when it has them (same run ids).
-controls: install ## the controls of the claim check -> results/controls-decay-pilot/, results/controls/
-	mkdir -p results/controls-decay-pilot/runs results/controls/runs
-	-cp -n results/ablation/runs/baseline-s[012]-*.json results/controls-decay-pilot/runs/ 2>/dev/null
-	-cp -n results/ablation/runs/baseline-s*-*.json results/controls/runs/ 2>/dev/null
+# The controls (README "The claim check"): each regime its own results folder (own Holm family and
+# verdicts); decay values chosen on the pilot's VALIDATION accuracy (pilot seeds 100-102, never the
+# control's 0-9). The default context's baselines are the main grid's own runs where it has them
+# (the same run ids: the same config, the same run), copied into each default-context folder.
+DEFAULT_CONTEXT_CONTROLS := controls-decay controls-scope controls-literal
+
+controls: install ## the controls of the claim check -> results/controls-*/
+	for name in $(DEFAULT_CONTEXT_CONTROLS); do \
+	  mkdir -p results/$$name/runs && cp -n results/ablation/runs/baseline-s*-*.json results/$$name/runs/ 2>/dev/null; \
+	done; true
 	$(BIN)/l2sweep run experiment=controls-decay-pilot
 	for scope in conv all; do \
 	  $(BIN)/l2sweep run experiment=controls-decay scope=$$scope \

@@ -66,6 +66,8 @@ class TrainConfig:
 @dataclass
 class ReportConfig:
     min_effect_pp: float = 0.1  # smallest effect of interest, percentage points of test accuracy
+    # the feature claim's margin (probe and noisy-input accuracies, pp): they spread far more over seeds
+    min_feature_effect_pp: float = 0.5
 
 
 @dataclass
@@ -251,6 +253,8 @@ def validate(cfg: Config) -> None:
                                                f"(train.batch_size={tr.batch_size})")
     need(math.isfinite(cfg.report.min_effect_pp) and cfg.report.min_effect_pp > 0,
          f"report.min_effect_pp={cfg.report.min_effect_pp}: must be a number > 0 (percentage points)")
+    need(math.isfinite(cfg.report.min_feature_effect_pp) and cfg.report.min_feature_effect_pp > 0,
+         f"report.min_feature_effect_pp={cfg.report.min_feature_effect_pp}: must be a number > 0 (percentage points)")
     need(bool(data.root), "data.root is empty: set it (or env L2SWEEP_DATA) to the folder holding MNIST/raw/")
 
 

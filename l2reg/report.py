@@ -146,24 +146,33 @@ def predictions_of(records: list[dict]) -> tuple[dict, dict]:
     return predictions, labels
 
 
-def min_effect_of(records: list[dict]) -> float:
-    """The smallest effect of interest the sweep was run with (report.min_effect_pp)."""
+def min_effect_of(records: list[dict], key: str = "min_effect_pp") -> float:
+    """A margin the sweep was run with (report.min_effect_pp or report.min_feature_effect_pp;
+    the default where the runs predate the key)."""
     from l2reg.config import ReportConfig
 
-    default = ReportConfig().min_effect_pp
-    return float(((records[0].get("config") or {}).get("report") or {}).get("min_effect_pp", default))
+    default = getattr(ReportConfig(), key)
+    return float(((records[0].get("config") or {}).get("report") or {}).get(key, default))
 
 
 def code_paths(runs: pd.DataFrame) -> dict:
-    """Per context: the devices and code paths (compiled or eager) its runs took. `compiled` is
-    None for runs recorded before l2sweep kept it."""
+    """Per context: the devices, code paths (compiled or eager; single run or vmapped pack) and
+    git commits of its runs. `compiled` is None for runs recorded before l2sweep kept it. One path
+    = one recorded compile decision, one device, one pack kind. Commits are listed, not required
+    to be one: a context may hold runs of commits whose training code is the same (the README's
+    claim-check section says which)."""
     out = {}
     for context, group in runs.groupby("context", sort=True):
         compiled = sorted({"not recorded" if c is None or c != c else ("compiled" if c else "eager")
                            for c in group["compiled"]})
+        packs = sorted({"single run" if (p != p or p is None or p <= 1) else "vmapped pack"
+                        for p in group["pack_size"]})
         devices = sorted({str(d) for d in group["device"]})
-        out[context] = {"devices": devices, "code_paths": compiled,
-                        "one_path": len(compiled) == 1 and compiled[0] != "not recorded" and len(devices) == 1}
+        commits = sorted({str(c).replace("+dirty", " (uncommitted changes)") for c in group["git_commit"].dropna()})
+        out[context] = {"devices": devices, "code_paths": [f"{c}, {p}" for c in compiled for p in packs],
+                        "commits": commits,
+                        "one_path": (len(compiled) == 1 and compiled[0] != "not recorded" and len(devices) == 1
+                                     and len(packs) == 1)}
     return out
 
 
@@ -192,7 +201,8 @@ def write_reports(results_dir: Path, min_effect_pp: float | None = None) -> Repo
     min_effect = min_effect_pp if min_effect_pp is not None else min_effect_of(records)
     runs = runs_frame(records)
     predictions, labels = predictions_of(records)
-    analysis = stats.analyse(runs, axes.SETTING_COLUMNS, min_effect, predictions, labels)
+    analysis = stats.analyse(runs, axes.SETTING_COLUMNS, min_effect, predictions, labels,
+                             min_feature_effect_pp=min_effect_of(records, "min_feature_effect_pp"))
     paths = code_paths(runs)
     plots = write_plots(runs, histories_frame(records), results_dir / "plots")
     verdict = {**analysis.to_json(), "runs": int(len(runs)), "runs_ok": int((runs["status"] == "ok").sum()),
@@ -352,7 +362,8 @@ def _context_section(context: str, runs: pd.DataFrame, analysis: stats.Analysis,
         + (f"; every setting has {', '.join(constant)}" if constant else "") + ".",
         f"Code path: {', '.join(path['code_paths'])} on {', '.join(path['devices'])}"
         + ("" if path["one_path"] else " - **the arms of this comparison did not all take one recorded code path "
-           "and device**: a difference between arms may come from the code, not the regularizer") + ".",
+           "and device**: a difference between arms may come from the code, not the regularizer")
+        + f"; commit(s) {', '.join(path['commits']) or 'not recorded'}.",
         "",
         "| claim | verdict | main evidence |",
         "| --- | --- | --- |",
@@ -366,9 +377,6 @@ def _context_section(context: str, runs: pd.DataFrame, analysis: stats.Analysis,
     m = analysis.min_effect_pp
     acc = claims["accuracy"]
     lines += [f"{heading} Accuracy: {acc['verdict']}", "", *[f"- {r}." for r in acc["reasons"]]]
-    if acc.get("seeds_needed") is None and acc["verdict"] == stats.INCONCLUSIVE:
-        lines.append("- No finite number of seeds would decide it under the observed gain and spread "
-                     "(seeds_needed is null).")
     lines += ["", f"Paired by seed: delta = setting minus baseline, same seed (init, data order, dropout masks); "
               f"m = {m:g} pp. Calls: better (p > m, Holm), equivalent (TOST within +-m, Holm), worse (below 0, Holm), "
               "smaller than margin (above 0 but not above m), undecided. The bootstrap CI resamples seeds and test "

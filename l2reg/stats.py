@@ -44,6 +44,9 @@ SIGNIFICANCE = 0.05
 CONFIDENCE = 0.95
 POWER = 0.8
 DEFAULT_MIN_EFFECT_PP = 0.1
+# The feature claim's margin: probe and noisy-input accuracies spread far more over seeds than
+# test accuracy, and 10 images of a probe's accuracy is not "better features": declared 0.5 pp.
+DEFAULT_MIN_FEATURE_EFFECT_PP = 0.5
 SENSITIVITY_MARGINS_PP = (0.05, 0.1, 0.2, 0.3)
 SPREAD_RATIO_OF_INTEREST = 1 / 1.5  # "1.5x smaller seed-to-seed sd"
 N_BOOT = 2000
@@ -66,6 +69,7 @@ WORSE = "worse"
 SMALLER_THAN_MARGIN = "smaller than margin"
 UNDECIDED = "undecided"
 NOT_TESTED = "not tested"
+DIVERGED = "diverged"  # some runs of the setting diverged: never better, never more stable
 # claim verdicts (and NOT_TESTED)
 SUPPORTED = "supported"
 NOT_SUPPORTED = "not supported"
@@ -79,14 +83,14 @@ ACCURACY_TEST_COLUMNS = [
     "p_worse", "p_worse_holm", "p_above_zero", "p_above_zero_holm", "call",
 ]
 FEATURE_SUFFIXES = ("n", "delta_pp", "sd_pp", "p_superior", "p_superior_holm", "p_inferior")
-SUMMARY_STAT_COLUMNS = [
-    "n", "n_not_ok", "mean_acc", "std_acc",
+SUMMARY_STAT_COLUMNS = [  # n_diverged: runs of the setting that diverged (counted in n_not_ok too)
+    "n", "n_not_ok", "n_diverged", "mean_acc", "std_acc",
     "paired_n", "delta_pp", "delta_images", "paired_sd_pp", "paired_ci_low_pp", "paired_ci_high_pp",
     "p_superior", "p_superior_holm", "p_inferior", "p_equivalent", "p_equivalent_holm",
     "p_worse", "p_worse_holm", "p_above_zero", "p_above_zero_holm", "call",
     "welch_ci_low_pp", "welch_ci_high_pp", "welch_p", "hedges_g",
     "boot_n", "boot_ci_low_pp", "boot_ci_high_pp", "disagreements",
-    "train_acc_delta_pp", "gap_n", "gap_delta_pp", "gap_sd_pp", "gap_ci_low_pp", "gap_ci_high_pp",
+    "train_acc_delta_pp", "train_acc_p", "gap_n", "gap_delta_pp", "gap_sd_pp", "gap_ci_low_pp", "gap_ci_high_pp",
     "gap_p", "gap_p_holm", "gap_p_above_margin", "test_loss_delta", "test_loss_p", "test_loss_p_holm",
     "spread_ratio", "spread_p", "spread_p_holm", "spread_power_1_5x",
     *[f"{metric}_{suffix}" for metric in FEATURE_METRICS for suffix in FEATURE_SUFFIXES],
@@ -426,7 +430,7 @@ def _bootstrap_row(setting: pd.DataFrame, baseline: pd.DataFrame, predictions, l
 
 def _context_rows(ctx_runs: pd.DataFrame, context, setting_cols: Sequence[str], margin: float,
                   baseline_col: str, predictions, labels, n_boot: int, rng_seed: int,
-                  n_spread_sim: int) -> tuple[dict, list[dict], list[np.ndarray]]:
+                  n_spread_sim: int, feature_margin: float) -> tuple[dict, list[dict], list[np.ndarray]]:
     """The baseline row, the setting rows (with Holm within this context) and the accuracy diffs."""
     ctx_runs = ctx_runs.copy()
     ctx_runs["_gap"] = _column(ctx_runs, "train_acc") - _column(ctx_runs, "test_acc")
@@ -439,6 +443,7 @@ def _context_rows(ctx_runs: pd.DataFrame, context, setting_cols: Sequence[str], 
     def arm(rows_all: pd.DataFrame, rows_ok: pd.DataFrame) -> dict:
         acc = _column(rows_ok, "test_acc").dropna()
         return {"n": int(len(rows_ok)), "n_not_ok": int(len(rows_all) - len(rows_ok)),
+                "n_diverged": int((rows_all["status"].astype(str) == DIVERGED).sum()),
                 "mean_acc": float(acc.mean()) if len(acc) else float("nan"),
                 "std_acc": float(acc.std(ddof=1)) if len(acc) > 1 else float("nan")}
 
@@ -479,6 +484,7 @@ def _context_rows(ctx_runs: pd.DataFrame, context, setting_cols: Sequence[str], 
         _, loss_d = paired_differences(ok, base_ok, "test_loss")
         gap_low, gap_high = t_interval(gap_d)
         row.update(train_acc_delta_pp=float(train_d.mean()) if len(train_d) else float("nan"),
+                   train_acc_p=one_sample_p(train_d, 0.0, "two-sided"),
                    gap_n=len(gap_d), gap_delta_pp=float(gap_d.mean()) if len(gap_d) else float("nan"),
                    gap_sd_pp=float(gap_d.std(ddof=1)) if len(gap_d) > 1 else float("nan"),
                    gap_ci_low_pp=gap_low, gap_ci_high_pp=gap_high,
@@ -504,8 +510,8 @@ def _context_rows(ctx_runs: pd.DataFrame, context, setting_cols: Sequence[str], 
             _, fd = paired_differences(ok, base_ok, metric)
             row.update({f"{metric}_n": len(fd), f"{metric}_delta_pp": float(fd.mean()) if len(fd) else float("nan"),
                         f"{metric}_sd_pp": float(fd.std(ddof=1)) if len(fd) > 1 else float("nan"),
-                        f"{metric}_p_superior": one_sample_p(fd, margin, "greater"),
-                        f"{metric}_p_inferior": one_sample_p(fd, margin, "less")})
+                        f"{metric}_p_superior": one_sample_p(fd, feature_margin, "greater"),
+                        f"{metric}_p_inferior": one_sample_p(fd, feature_margin, "less")})
         _, zd = paired_differences(ok, base_ok, SPARSITY_METRIC)
         row[f"{SPARSITY_METRIC}_delta"] = float(zd.mean()) if len(zd) else float("nan")
         row[f"{SPARSITY_METRIC}_p"] = one_sample_p(zd, 0.0, "two-sided")
@@ -516,6 +522,8 @@ def _context_rows(ctx_runs: pd.DataFrame, context, setting_cols: Sequence[str], 
     tests = accuracy_tests(diffs, margin)
     for row, (_, test) in zip(rows, tests.iterrows()):
         row.update(test.to_dict())
+        if row["n_diverged"]:  # a setting that diverges in some seed is not "better": its survivors alone
+            row["call"] = DIVERGED  # would hide the failures (declared rule, README)
     for column in ("gap_p", "test_loss_p", "spread_p"):
         adjusted = holm([row[column] for row in rows])
         for row, value in zip(rows, adjusted):
@@ -566,6 +574,22 @@ def _claim(verdict: str, reasons: list[str], margin, seeds, tests: str, **extra)
             "tests": tests, **extra}
 
 
+def _split_diverged(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+    """(settings without diverged runs, settings with some, a reason sentence or none). A setting
+    that diverged in some seed counts as not better / not more stable / not shrinking the gap: its
+    surviving runs alone would hide the failures; for the intersection-union "not supported"
+    rules it counts as shown (it does not support the claim)."""
+    n_div = table["n_diverged"] if "n_diverged" in table else pd.Series(0, index=table.index)
+    diverged = table[n_div.fillna(0) > 0]
+    live = table[~(n_div.fillna(0) > 0)]
+    if not len(diverged):
+        return live, diverged, []
+    names = "; ".join(f"{row['name']} ({int(row['n_diverged'])} of {int(row['n']) + int(row['n_not_ok'])} runs)"
+                      for _, row in diverged.iterrows())
+    return live, diverged, [f"{len(diverged)} setting(s) diverged in some seeds and count as not supporting the "
+                            f"claim: {names}"]
+
+
 def _accuracy_line(row, margin: float) -> str:
     text = (f"{row['name']}: {_f(row['delta_pp'])} pp ({_f(row.get('delta_images', float('nan')), 1)} images), "
             f"paired 95 % CI {_f(row['paired_ci_low_pp'])} to {_f(row['paired_ci_high_pp'])} pp, "
@@ -594,13 +618,19 @@ def accuracy_verdict(table: pd.DataFrame, margin: float) -> dict:
     0.05 (the IUT's level) -- each assuming the observed mean and sd of the paired differences are true.
     """
     k_all = len(table)
-    tested = table[table["paired_n"] >= 2]
+    live, diverged, diverged_reason = _split_diverged(table)
+    tested = live[live["paired_n"] >= 2]
     k = len(tested)
-    if k == 0:
+    if k == 0 and not len(diverged):
         why = "no regularized setting in this context" if k_all == 0 else (
             f"none of the {k_all} settings has 2 seeds paired with an ok baseline run")
         return _claim(NOT_TESTED, [why], margin, None, ACCURACY_TESTS)
-    untested = table[table["paired_n"] < 2]
+    untested = live[live["paired_n"] < 2]
+    if k == 0:  # every setting that could be judged diverged
+        verdict = NOT_SUPPORTED if not len(untested) else INCONCLUSIVE
+        return _claim(verdict, diverged_reason + ([f"{len(untested)} setting(s) could not be tested: "
+                                                   f"{_names(untested)}"] if len(untested) else []),
+                      margin, None, ACCURACY_TESTS)
     counts = tested["call"].value_counts()
     better = tested[tested["call"] == BETTER].sort_values("delta_pp", ascending=False)
     best = tested.sort_values("delta_pp", ascending=False).iloc[0]
@@ -613,12 +643,14 @@ def accuracy_verdict(table: pd.DataFrame, margin: float) -> dict:
     elif len(untested) == 0 and (tested["p_inferior"] < SIGNIFICANCE).all():
         reasons.append(f"every one of the {k} settings is shown to gain less than {margin:g} pp (intersection-union "
                        f"test: each one-sided p < {SIGNIFICANCE}, the largest {_p(tested['p_inferior'].max())})")
-        reasons.append(f"equivalent to the baseline within +-{margin:g} pp: "
-                       f"{_names(tested[tested['call'] == EQUIVALENT])}")
-        reasons.append(f"worse than the baseline: {_names(tested[tested['call'] == WORSE])}")
-        rest = tested[~tested["call"].isin([EQUIVALENT, WORSE])]
+        equivalent = tested[tested["call"] == EQUIVALENT]
+        below_zero = tested[tested["p_worse_holm"] < SIGNIFICANCE]
+        reasons.append(f"equivalent to the baseline within +-{margin:g} pp: {_names(equivalent)}")
+        reasons.append(f"significantly below the baseline (Holm p < {SIGNIFICANCE}, whatever the call): "
+                       f"{_names(below_zero)}")
+        rest = tested[~tested["call"].isin([EQUIVALENT]) & ~(tested["p_worse_holm"] < SIGNIFICANCE)]
         if len(rest):
-            reasons.append(f"below {margin:g} pp but neither shown equivalent nor worse: {_names(rest)}")
+            reasons.append(f"below {margin:g} pp but neither shown equivalent nor below zero: {_names(rest)}")
         reasons.append("highest observed gain: " + _accuracy_line(best, margin))
         verdict, seeds = NOT_SUPPORTED, None
     else:
@@ -637,8 +669,10 @@ def accuracy_verdict(table: pd.DataFrame, margin: float) -> dict:
                            f"{_names(untested)}")
         seeds, why = _seeds_for_margin(tested, margin, k, "delta_pp", "paired_sd_pp", "p_inferior")
         reasons.append(why)
+    reasons += diverged_reason
     shown = (BETTER, EQUIVALENT, WORSE, SMALLER_THAN_MARGIN, UNDECIDED)
     reasons.append("calls: " + ", ".join(f"{counts.get(call, 0)} {call}" for call in shown)
+                   + (f", {len(diverged)} diverged" if len(diverged) else "")
                    + (f", {len(untested)} not tested" if len(untested) else ""))
     no_boot = tested[~np.isfinite(tested["boot_ci_low_pp"].astype(float))] if "boot_ci_low_pp" in tested else tested
     if len(no_boot):
@@ -690,16 +724,22 @@ def overfitting_verdict(table: pd.DataFrame, margin: float) -> dict:
     H0 mean d >= -m); for each such setting the
     reasons say whether test accuracy rose (its accuracy call) or the smaller gap was bought by lower
     train accuracy with no test gain. not supported: every setting has gap_p_above_margin < 0.05 (gap
-    change shown above -m, IUT). Else inconclusive; seeds_needed for the most reduced gap (if any is
-    reduced: H0 mean >= 0 at 0.05/k) or for the settings not yet shown above -m (at 0.05)."""
+    change shown above -m, IUT). Else inconclusive; seeds_needed for the most reduced gap (if it is
+    reduced by more than m: H0 mean >= -m at 0.05/k) or for the settings not yet shown above -m
+    (at 0.05)."""
     k_all = len(table)
-    tested = table[table["gap_n"] >= 2]
+    live, diverged, diverged_reason = _split_diverged(table)
+    tested = live[live["gap_n"] >= 2]
     k = len(tested)
     if k == 0:
+        if len(diverged):
+            untested_live = live[live["gap_n"] < 2]
+            return _claim(INCONCLUSIVE if len(untested_live) else NOT_SUPPORTED, diverged_reason, margin, None,
+                          OVERFITTING_TESTS)
         why = "no regularized setting in this context" if k_all == 0 else (
             f"none of the {k_all} settings has 2 seeds with train and test accuracy paired with the baseline")
         return _claim(NOT_TESTED, [why], margin, None, OVERFITTING_TESTS)
-    untested = table[table["gap_n"] < 2]
+    untested = live[live["gap_n"] < 2]
     shrunk = tested[tested["gap_p_holm"] < SIGNIFICANCE].sort_values("gap_delta_pp")
     reasons = []
 
@@ -719,11 +759,14 @@ def overfitting_verdict(table: pd.DataFrame, margin: float) -> dict:
             elif call == SMALLER_THAN_MARGIN:
                 how = (f"and test accuracy rose, shown above 0 but not above {margin:g} pp "
                        "(accuracy call: smaller than margin)")
-            elif row["train_acc_delta_pp"] < 0:
-                how = (f"the smaller gap was bought by lower train accuracy with no test gain "
-                       f"(accuracy call: {call})")
+            elif call == WORSE:
+                how = f"but test accuracy fell (accuracy call: {call})"
+            elif row["train_acc_delta_pp"] < 0 and row.get("train_acc_p", float("nan")) < SIGNIFICANCE:
+                how = (f"the smaller gap was bought by lower train accuracy (paired two-sided p = "
+                       f"{_p(row['train_acc_p'])}) with no test gain (accuracy call: {call})")
             else:
-                how = f"with no test gain shown (accuracy call: {call})"
+                how = (f"with no test gain shown (accuracy call: {call}); the train accuracy change of "
+                       f"{_f(row['train_acc_delta_pp'])} pp is not significant (p = {_p(row.get('train_acc_p'))})")
             reasons.append(gap_line(row) + ": " + how)
     elif len(untested) == 0 and (tested["gap_p_above_margin"] < SIGNIFICANCE).all():
         verdict, seeds = NOT_SUPPORTED, None
@@ -761,6 +804,7 @@ def overfitting_verdict(table: pd.DataFrame, margin: float) -> dict:
                 reasons.append(f"about {seeds} seeds per setting would show every open setting's gap change above "
                                f"-{margin:g} pp with 80 % power each at {SIGNIFICANCE}" if seeds else
                                "no finite number of seeds decides it under the observed means and sds")
+    reasons += diverged_reason
     lower_loss = tested[tested["test_loss_p_holm"] < SIGNIFICANCE]
     reasons.append(f"test loss is significantly lower than the baseline's (one-sided paired t-test, Holm) for "
                    f"{len(lower_loss)} of {k} settings: {_names(lower_loss)} (reported, not part of the rule)")
@@ -780,15 +824,21 @@ def stability_verdict(table: pd.DataFrame, n_spread_sim: int = N_SPREAD_SIMULATI
     and every spread_power_1_5x >= 0.8. Else inconclusive, seeds_needed = runs per arm (equal arms) at
     which the rule's power to detect a 1.5x smaller sd at 0.05/k reaches 80 % (:func:`spread_seeds_needed`)."""
     k_all = len(table)
-    tested = table[np.isfinite(table["spread_p"].astype(float))]
+    live, diverged, diverged_reason = _split_diverged(table)
+    tested = live[np.isfinite(live["spread_p"].astype(float))]
     k = len(tested)
     extra = {"min_spread_ratio": SPREAD_RATIO_OF_INTEREST}
+    if k == 0 and len(diverged):
+        untested_live = live[~np.isfinite(live["spread_p"].astype(float))]
+        return _claim(INCONCLUSIVE if len(untested_live) else NOT_SUPPORTED,
+                      [r.replace("not supporting the claim", "less stable (a diverged run is the widest spread)")
+                       for r in diverged_reason], None, None, STABILITY_TESTS, **extra)
     if k == 0:
         why = "no regularized setting in this context" if k_all == 0 else (
             f"none of the {k_all} settings has >= {MIN_SPREAD_RUNS} ok runs with an ok baseline of >= "
             f"{MIN_SPREAD_RUNS} runs (Brown-Forsythe needs them)")
         return _claim(NOT_TESTED, [why], None, None, STABILITY_TESTS, **extra)
-    untested = table[~np.isfinite(table["spread_p"].astype(float))]
+    untested = live[~np.isfinite(live["spread_p"].astype(float))]
     smaller = tested[(tested["spread_ratio"] < 1) & (tested["spread_p_holm"] < SIGNIFICANCE)]
     larger = tested[(tested["spread_ratio"] > 1) & (tested["spread_p_holm"] < SIGNIFICANCE)]
 
@@ -826,6 +876,8 @@ def stability_verdict(table: pd.DataFrame, n_spread_sim: int = N_SPREAD_SIMULATI
         reasons.append("smallest observed ratio: " + line(tested.sort_values("spread_ratio").iloc[0]))
     if len(larger):
         reasons.append(f"{len(larger)} setting(s) have a significantly LARGER spread: {_names(larger)}")
+    reasons += [r.replace("not supporting the claim", "less stable (a diverged run is the widest spread)")
+                for r in diverged_reason]
     return _claim(verdict, reasons, None, seeds, STABILITY_TESTS, **extra)
 
 
@@ -841,15 +893,18 @@ def features_verdict(table: pd.DataFrame, margin: float, measured: Sequence[str]
     p_superior_holm < 0.05. not supported: every cell tested with p_inferior < 0.05 (IUT). not tested:
     no feature metric measured, or no cell with 2 pairs. Else inconclusive (seeds as for accuracy,
     with k = number of tested cells). zero_fraction is described, never decisive."""
+    live, diverged, diverged_reason = _split_diverged(table)
     cells = pd.DataFrame([{"name": f"{row['name']} / {metric}", "setting": row["name"], "metric": metric,
                            "n": row[f"{metric}_n"], "delta": row[f"{metric}_delta_pp"], "sd": row[f"{metric}_sd_pp"],
                            "p_holm": row[f"{metric}_p_superior_holm"], "p_inferior": row[f"{metric}_p_inferior"]}
-                          for _, row in table.iterrows() for metric in measured],
+                          for _, row in live.iterrows() for metric in measured],
                          columns=["name", "setting", "metric", "n", "delta", "sd", "p_holm", "p_inferior"])
     unmeasured = [m for m in FEATURE_METRICS if m not in measured]
     note = f"not measured in this context: {', '.join(unmeasured)}" if unmeasured else None
     tested = cells[cells["n"] >= 2]
     k = len(tested)
+    if measured and k == 0 and len(diverged) and not len(cells[cells["n"] < 2]):
+        return _claim(NOT_SUPPORTED, diverged_reason, margin, None, FEATURE_TESTS)
     if not measured or k == 0:
         why = ("no run of this context has feature metrics" if not measured else
                "no setting has 2 seeds with feature metrics paired with the baseline")
@@ -883,6 +938,7 @@ def features_verdict(table: pd.DataFrame, margin: float, measured: Sequence[str]
             reasons.append(f"{len(untested)} setting x metric cell(s) could not be tested (fewer than 2 paired seeds)")
         seeds, why = _seeds_for_margin(tested, margin, k, "delta", "sd", "p_inferior")
         reasons.append(why)
+    reasons += diverged_reason
     if note:
         reasons.append(note)
     zero = table[np.isfinite(table[f"{SPARSITY_METRIC}_delta"].astype(float))]
@@ -928,10 +984,12 @@ class Analysis:
     sensitivity: dict
     min_effect_pp: float
     setting_cols: tuple
+    min_feature_effect_pp: float = DEFAULT_MIN_FEATURE_EFFECT_PP
 
     def to_json(self) -> dict:
         """verdict.json's content: plain types only (json.dumps(..., allow_nan=False) works)."""
-        return _plain({"min_effect_pp": self.min_effect_pp, "significance": SIGNIFICANCE, "power": POWER,
+        return _plain({"min_effect_pp": self.min_effect_pp, "min_feature_effect_pp": self.min_feature_effect_pp,
+                       "significance": SIGNIFICANCE, "power": POWER,
                        "setting_columns": list(self.setting_cols),
                        "contexts": {str(ctx): {"claims": self.verdicts[ctx], "sensitivity": self.sensitivity[ctx]}
                                     for ctx in self.verdicts}})
@@ -952,6 +1010,7 @@ def sensitivity_table(table: pd.DataFrame, diffs: Sequence, margins: Sequence[fl
 
 def analyse(runs: pd.DataFrame, setting_cols: Sequence[str], min_effect_pp: float = DEFAULT_MIN_EFFECT_PP,
             predictions: Mapping | None = None, labels: Mapping | None = None, *,
+            min_feature_effect_pp: float = DEFAULT_MIN_FEATURE_EFFECT_PP,
             baseline_col: str = BASELINE_COLUMN, sensitivity_margins: Sequence[float] = SENSITIVITY_MARGINS_PP,
             n_boot: int = N_BOOT, n_spread_sim: int = N_SPREAD_SIMULATIONS, rng_seed: int = RNG_SEED) -> Analysis:
     """The whole analysis: per context (its own family), the summary rows, the four claim verdicts and
@@ -965,7 +1024,8 @@ def analyse(runs: pd.DataFrame, setting_cols: Sequence[str], min_effect_pp: floa
     for context in sorted(runs["context"].unique(), key=str):
         ctx_runs = runs[runs["context"] == context]
         base, rows, diffs = _context_rows(ctx_runs, context, setting_cols, min_effect_pp, baseline_col,
-                                          predictions, labels, n_boot, rng_seed, n_spread_sim)
+                                          predictions, labels, n_boot, rng_seed, n_spread_sim,
+                                          feature_margin=min_feature_effect_pp)
         table = pd.DataFrame(rows, columns=[*summary_columns(setting_cols), "_name"]).rename(columns={"_name": "name"})
         is_ok = ctx_runs["status"].astype(str) == "ok"
         measured = [m for m in FEATURE_METRICS if _column(ctx_runs[is_ok], m).notna().any()]
@@ -973,11 +1033,11 @@ def analyse(runs: pd.DataFrame, setting_cols: Sequence[str], min_effect_pp: floa
             "accuracy": accuracy_verdict(table, min_effect_pp),
             "overfitting": overfitting_verdict(table, min_effect_pp),
             "stability": stability_verdict(table, n_spread_sim, rng_seed),
-            "features": features_verdict(table, min_effect_pp, measured),
+            "features": features_verdict(table, min_feature_effect_pp, measured),
         })
         sensitivity[context] = _plain(sensitivity_table(table, diffs, sensitivity_margins))
         baseline_rows.append(base)
         setting_rows += rows
     summary = pd.DataFrame(baseline_rows + setting_rows, columns=summary_columns(setting_cols))
     return Analysis(summary=summary, verdicts=verdicts, sensitivity=sensitivity, min_effect_pp=float(min_effect_pp),
-                    setting_cols=tuple(setting_cols))
+                    setting_cols=tuple(setting_cols), min_feature_effect_pp=float(min_feature_effect_pp))

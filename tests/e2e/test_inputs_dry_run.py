@@ -78,8 +78,11 @@ def expected_runs(experiment: Path) -> int:
     plus one run per seed for each combination of its setting values with alpha != 0. Assumes comma
     lists (no range()/glob()) and swept schedule parameters that the schedule uses."""
     values = yaml.safe_load(experiment.read_text())
-    sweep = {key: str(value).split(",") for key, value in (values.get("sweep") or {}).items()}
-    assert not any(re.search(r"[()]", v) for vs in sweep.values() for v in vs), "extend expected_runs: range()/glob()"
+    sweep = {}
+    for key, value in (values.get("sweep") or {}).items():
+        bounds = re.fullmatch(r"range\((\d+),\s*(\d+)\)", str(value))  # e.g. the pilot's seed: range(100,103)
+        sweep[key] = [str(v) for v in range(int(bounds[1]), int(bounds[2]))] if bounds else str(value).split(",")
+    assert not any(re.search(r"[()]", v) for vs in sweep.values() for v in vs), "extend expected_runs: glob()"
     seeds = len(sweep.pop("seed")) if "seed" in sweep else values.get("seeds", 3)
     setting_keys = {ax.key for ax in l2reg.axes.SETTING_AXES}
     is_setting = [key in setting_keys or key.startswith("schedule.") for key in sweep]

@@ -150,7 +150,8 @@ def test_the_accuracy_verdict_is_the_one_the_data_imply(case, tmp_path):
     elif case == "not supported":
         assert accuracy["seeds_needed"] is None
         assert "equivalent to the baseline within +-0.1 pp: alpha=0.001" in accuracy["reasons"]
-        assert "worse than the baseline: alpha=0.0001" in accuracy["reasons"]
+        assert "significantly below the baseline (Holm p < 0.05, whatever the call): alpha=0.0001" in \
+            accuracy["reasons"]
     else:  # the best gain (A, +0.15 pp) exceeds m: seeds for its superiority test at Holm's first level
         d = np.array(GAINS[case][0]) / 100
         assert accuracy["seeds_needed"] == brute_force_seeds(d.mean() - M, d.std(ddof=1), 0.05 / 2)
@@ -264,13 +265,15 @@ def test_old_run_records_read_with_the_off_values_of_newer_axes(tmp_path):
     assert (regularized["form"], regularized["scope"], regularized["dropout"]) == ("loss", "conv", 0.5)
     assert (baseline["form"], baseline["scope"]) == ("none", "none")
     assert runs["compiled"].isna().all()
-    assert report.paths == {CONTEXT: {"devices": ["cpu"], "code_paths": ["not recorded"], "one_path": False}}
+    assert report.paths == {CONTEXT: {"devices": ["cpu"], "code_paths": ["not recorded, single run"],
+                                      "commits": ["abc"], "one_path": False}}
     row = report.analysis.summary.iloc[1]
     assert row["boot_n"] == 0 and np.isnan(row["boot_ci_low_pp"]) and np.isnan(row["disagreements"])
     accuracy = report.analysis.verdicts[CONTEXT]["accuracy"]
     assert "no seed-and-image bootstrap for 1 of 1 settings: runs lack per-image predictions" in accuracy["reasons"][-1]
     report_md = (tmp_path / "report.md").read_text()
-    assert "Code path: not recorded on cpu - **the arms of this comparison did not all take one recorded" in report_md
+    assert ("Code path: not recorded, single run on cpu - **the arms of this comparison did not all take one "
+            "recorded") in report_md
 
 
 BAD_FILES = {

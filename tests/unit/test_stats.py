@@ -149,7 +149,32 @@ def test_summary_numbers_match_scipy_and_columns_are_declared():
     assert (row["welch_ci_low_pp"], row["welch_ci_high_pp"], row["welch_p"]) == pytest.approx(
         (wci.low, wci.high, welch.pvalue))
     assert row["hedges_g"] == pytest.approx(hedges_g(setting, BASE))
-    assert row["call"] == "better" and other["call"] == "equivalent"
+    # the diverged run of alpha=1e-4: its survivors are equivalent, but the declared rule calls a
+    # setting that diverged in some seed "diverged" (never better, never more stable)
+    assert row["call"] == "better" and other["call"] == "diverged"
+    assert other["n_diverged"] == 1 and row["n_diverged"] == 0
+    assert other["p_equivalent_holm"] < 0.05  # what the survivors alone would have said
+
+
+def test_a_setting_that_sometimes_diverges_is_never_better_nor_more_stable():
+    strong = 0.5 + 0.01 * np.arange(6)  # clearly better on the seeds that survive ...
+    runs = frame(acc_arms(a1e_3=strong))
+    runs.loc[len(runs)] = {**runs.iloc[-1].to_dict(), "run_id": "x", "seed": 9, "status": "diverged",
+                           "test_acc": np.nan}  # ... but one seed diverged
+    result = analyse(runs, COLS)
+    claims = result.verdicts["c"]
+    assert row_of(result.summary, 1e-3)["call"] == "diverged"
+    assert claims["accuracy"]["verdict"] == "not supported"  # its only setting counts as not supporting it
+    assert any("diverged in some seeds" in r and "(1 of 7 runs)" in r for r in claims["accuracy"]["reasons"])
+    assert claims["stability"]["verdict"] != "supported"
+
+
+def test_a_setting_that_always_diverges_does_not_block_not_supported():
+    runs = frame(acc_arms(a1e_3=-0.6 + 0.05 * np.array([1, -1, 2, -2, 0, 1]), a1e_2=np.zeros(6)))
+    runs.loc[runs["alpha"] == 1e-2, ["status", "test_acc"]] = ["diverged", np.nan]
+    claim = analyse(runs, COLS).verdicts["c"]["accuracy"]
+    assert claim["verdict"] == "not supported"
+    assert any("alpha=0.01 (6 of 6 runs)" in r for r in claim["reasons"])
 
 
 def test_not_ok_runs_are_counted_and_left_out_and_duplicate_seeds_refused():
@@ -194,7 +219,8 @@ def test_accuracy_not_supported_names_equivalent_and_worse_settings():
     claim = result.verdicts["c"]["accuracy"]
     assert claim["verdict"] == "not supported"
     assert any("equivalent to the baseline within +-0.1 pp: alpha=0.001" in r for r in claim["reasons"])
-    assert any("worse than the baseline: alpha=0.01" in r for r in claim["reasons"])
+    assert any("significantly below the baseline (Holm p < 0.05, whatever the call): alpha=0.01" in r
+               for r in claim["reasons"])
 
 
 def test_accuracy_inconclusive_gives_seeds_that_match_the_noncentral_t():
@@ -373,7 +399,8 @@ def test_overfitting_supported_by_lower_train_accuracy_is_said_in_words():
     assert small["verdict"] == "not supported"  # shrinks by 0.05 pp: shown, but shown above -m too
     claim = analyse(gap_runs(-0.4 + 0.02 * wiggle, 0.01 * wiggle), COLS).verdicts["c"]["overfitting"]
     assert claim["verdict"] == "supported"
-    assert "the smaller gap was bought by lower train accuracy with no test gain (accuracy call: equivalent)" in \
+    assert "the smaller gap was bought by lower train accuracy (paired two-sided p = " in claim["reasons"][1]
+    assert "with no test gain (accuracy call: equivalent)" in \
         claim["reasons"][1]
     claim = analyse(gap_runs(-0.4 + 0.02 * wiggle, 0.4 + 0.01 * wiggle), COLS).verdicts["c"]["overfitting"]
     assert claim["verdict"] == "supported" and "test accuracy rose by more than 0.1 pp" in claim["reasons"][1]
@@ -470,11 +497,16 @@ def test_features_verdict_branches_and_scipy_numbers():
     assert claim["verdict"] == "supported" and "probe_acc_100" in claim["reasons"][1]
     d = {m: runs.loc[runs["alpha"] == 1e-3, m].to_numpy() - runs.loc[runs["alpha"] == 0, m].to_numpy()
          for m in [*S.FEATURE_METRICS, "zero_fraction"]}
-    p = [sps.ttest_1samp(d[m], M, alternative="greater").pvalue for m in S.FEATURE_METRICS]
+    mf = S.DEFAULT_MIN_FEATURE_EFFECT_PP  # the feature claim's own margin, 0.5 pp
+    assert mf == 0.5 and claim["min_effect_pp"] == mf
+    p = [sps.ttest_1samp(d[m], mf, alternative="greater").pvalue for m in S.FEATURE_METRICS]
     assert [row[f"{m}_p_superior_holm"] for m in S.FEATURE_METRICS] == pytest.approx(holm(p).tolist())
     assert row["noise_acc_0.2_delta_pp"] == pytest.approx(d["noise_acc_0.2"].mean())
     assert row["noise_acc_0.2_p_inferior"] == pytest.approx(
-        sps.ttest_1samp(d["noise_acc_0.2"], M, alternative="less").pvalue)
+        sps.ttest_1samp(d["noise_acc_0.2"], mf, alternative="less").pvalue)
+    # a gain of 0.3 pp: above the accuracy margin, below the feature margin: not "better features"
+    modest = analyse(feature_runs({"probe_acc_100": 0.3}, sd=0.02), COLS).verdicts["c"]["features"]
+    assert modest["verdict"] == "not supported"
     assert row["zero_fraction_p"] == pytest.approx(sps.ttest_1samp(d["zero_fraction"], 0).pvalue)
     assert any("zero_fraction (descriptive only, not part of the verdict)" in r for r in claim["reasons"])
     flat = analyse(feature_runs({}, sd=0.02), COLS).verdicts["c"]["features"]
