@@ -1,5 +1,8 @@
 """Plots of a sweep (matplotlib, headless Agg, PNG): written by report.py from the runs alone.
 
+- paired_gain_vs_alpha.png: the primary analysis: each setting's paired gain over the baseline
+  (mean over seeds of setting minus baseline, same seed) with its 95 % paired t-interval, a line
+  per combination of the other setting axes, 0 and +-m marked; one panel per context;
 - test_acc_vs_alpha.png: mean test accuracy against alpha (log axis) with 95 % CI bars (t), a line
   per combination of the other setting axes (target, norm, schedule, form, scope: those that
   vary), the baseline as a band (its mean and 95 % CI); one panel per context;
@@ -21,6 +24,7 @@ from scipy import stats as sps
 from l2reg import axes
 from l2reg.files import write_bytes_atomic
 
+PAIRED_PLOT = "paired_gain_vs_alpha.png"
 PLOTS = ("test_acc_vs_alpha.png", "gap_vs_alpha.png", "spread_vs_alpha.png", "features_vs_alpha.png",
          "val_acc_per_epoch.png")
 FEATURE_PANELS = ("probe_acc_100", "probe_acc_1000", "noise_acc_0.1", "noise_acc_0.2", "noise_acc_0.3")
@@ -145,12 +149,48 @@ def figures(runs: pd.DataFrame, histories: pd.DataFrame) -> dict:
     return made
 
 
-def write_plots(runs: pd.DataFrame, histories: pd.DataFrame, folder: Path) -> list[Path]:
-    """Write the PNGs into `folder` (each atomically); return their paths."""
+def paired_figure(summary: pd.DataFrame, min_effect_pp: float):
+    """The paired gains of summary.csv (delta_pp, paired_ci_low_pp, paired_ci_high_pp) against alpha."""
+    from matplotlib.figure import Figure
+
+    tested = summary[(summary["alpha"] != 0) & summary["delta_pp"].notna()]
+    contexts = sorted(summary["context"].unique(), key=str) or [""]
+    fig = Figure(figsize=(8, 4.5 * len(contexts)))
+    panels = fig.subplots(len(contexts), 1, squeeze=False)[:, 0]
+    for ax, context in zip(panels, contexts):
+        part = tested[tested["context"] == context]
+        ax.axhline(0.0, color="grey", linewidth=1)
+        ax.axhspan(-min_effect_pp, min_effect_pp, color="grey", alpha=0.15, label=f"+-m = {min_effect_pp:g} pp")
+        if len(part):
+            columns = _line_axes(part)
+            for key, group in part.groupby(columns, sort=True):
+                key = key if isinstance(key, tuple) else (key,)
+                group = group.sort_values("alpha")
+                low = (group["delta_pp"] - group["paired_ci_low_pp"]).clip(lower=0).fillna(0)
+                high = (group["paired_ci_high_pp"] - group["delta_pp"]).clip(lower=0).fillna(0)
+                ax.errorbar(group["alpha"], group["delta_pp"], yerr=[low, high], marker="o", capsize=3,
+                            label=_label(key))
+            ax.set_xscale("log")
+            ax.legend(fontsize=6, title=", ".join(columns), title_fontsize=6)
+        ax.set_xlabel("alpha (penalty coefficient, log scale)")
+        ax.set_ylabel("test accuracy gain over the baseline (pp),\npaired by seed, 95 % CI")
+        ax.grid(alpha=0.3)
+        ax.set_title("Paired gain against alpha (the primary analysis)" + (f"\n[{context}]" if len(contexts) > 1
+                                                                            else ""), fontsize=9)
+    return fig
+
+
+def write_plots(runs: pd.DataFrame, histories: pd.DataFrame, folder: Path, summary: pd.DataFrame | None = None,
+                min_effect_pp: float = 0.1) -> list[Path]:
+    """Write the PNGs into `folder` (each atomically); return their paths. With `summary` (the
+    statistics' table), the paired-gain plot comes first."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, fig in figures(runs, histories).items():
+    made = figures(runs, histories)
+    if summary is not None:
+        made = {PAIRED_PLOT: paired_figure(summary, min_effect_pp), **made}
+    for name, fig in made.items():
         # matplotlib.figure.Figure needs no pyplot, so no GUI backend is ever touched (headless-safe)
         buffer = io.BytesIO()
         fig.tight_layout()

@@ -204,7 +204,8 @@ def write_reports(results_dir: Path, min_effect_pp: float | None = None) -> Repo
     analysis = stats.analyse(runs, axes.SETTING_COLUMNS, min_effect, predictions, labels,
                              min_feature_effect_pp=min_effect_of(records, "min_feature_effect_pp"))
     paths = code_paths(runs)
-    plots = write_plots(runs, histories_frame(records), results_dir / "plots")
+    plots = write_plots(runs, histories_frame(records), results_dir / "plots", analysis.summary,
+                        analysis.min_effect_pp)
     verdict = {**analysis.to_json(), "runs": int(len(runs)), "runs_ok": int((runs["status"] == "ok").sum()),
                "code_paths": paths, "skipped_files": [{"file": name, "why": why} for name, why in loaded.skipped]}
     files.write_text_atomic(results_dir / "runs.csv", runs.to_csv(index=False))

@@ -421,3 +421,23 @@ def test_each_context_is_its_own_family_in_every_output(tmp_path, monkeypatch):
     assert len(made["test_acc_vs_alpha.png"].axes) == 2  # a panel per context
     assert [ax.get_title().split("\n")[-1] for ax in made["test_acc_vs_alpha.png"].axes] == [
         f"[{c}]" for c in sorted(contexts.values())]
+
+
+def test_the_paired_gain_plot_draws_the_summarys_paired_numbers(tmp_path):
+    from l2reg.plots import PAIRED_PLOT, paired_figure
+
+    plots_folder(tmp_path)
+    report = write_reports(tmp_path)
+    assert (tmp_path / "plots" / PAIRED_PLOT).stat().st_size > 1000
+    assert f"](plots/{PAIRED_PLOT})" in (tmp_path / "report.md").read_text()
+    summary = report.analysis.summary
+    ax = paired_figure(summary, 0.1).axes[0]
+    assert len(ax.containers) == 4 and len(ax.patches) == 1  # 2 targets x 2 schedules; the +-m band
+    for container in ax.containers:
+        target, schedule = container.get_label().split(", ")
+        rows = summary[(summary["target"] == target) & (summary["schedule"] == schedule)].sort_values("alpha")
+        assert list(container.lines[0].get_ydata()) == pytest.approx(rows["delta_pp"].tolist())
+        # the error bars span the paired 95 % CI
+        segments = container.lines[2][0].get_segments()
+        assert [seg[0][1] for seg in segments] == pytest.approx(rows["paired_ci_low_pp"].tolist())
+        assert [seg[1][1] for seg in segments] == pytest.approx(rows["paired_ci_high_pp"].tolist())
