@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # MNIST: this project's machines keep the four raw files in ../shared/data (read-only).
 export L2SWEEP_DATA ?= $(if $(wildcard ../shared/data/MNIST/raw),$(abspath ../shared/data),$(CURDIR)/data)
 
-.PHONY: help install test lint smoke ablation controls claim-check ablation-quick ablation-quick-12 report bench device-kit clean
+.PHONY: help install test lint smoke ablation controls claim-check ablation-quick ablation-quick-12 report bench bench-launchers device-kit clean
 
 help: ## show this list
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-18s %s\n", $$1, $$2}'
@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-test: install ## run the test suite on the CPU (a few minutes)
+test: install ## run the test suite on the CPU, with a real single-node SLURM where it can start (a few minutes)
 	$(BIN)/python -m pytest -q
 
 lint: install ## ruff
@@ -64,6 +64,9 @@ ablation-quick-12: install ## ablation-quick with 12 seeds (36 runs, ~70 min on 
 
 bench: install ## throughput: plain DataLoader loop vs l2sweep (pack sizes) -> bench.json
 	$(BIN)/l2sweep bench
+
+bench-launchers: install ## launcher=local (a worker per core) against one process, on real MNIST (needs every core free)
+	bash scripts/bench_launchers.sh
 
 # For a lent GPU machine (device tool), whose image lacks these pure-Python packages and MNIST:
 # carry .devsite and .devdata and run scripts/device_check.sh there (docs/performance.md).

@@ -41,6 +41,12 @@ Also: seed, seeds (default 3), name (one plain folder name), results_dir, data.*
 val_fraction, train_limit, test_limit, download), train.* (epochs, batch_size, lr, device,
 pack_size, compile, ...), report.min_effect_pp (pp).
 
+Where the packs train: launcher=inprocess (default: this process), launcher=local (worker
+processes: launcher.n_jobs, launcher.threads_per_worker), launcher=slurm (a SLURM job array through
+submitit: launcher.partition, launcher.timeout_min, launcher.gpus_per_node, ... as
+hydra-submitit-launcher names them; --no-wait submits and exits; `l2sweep status DIR` shows
+where each run stands). Launcher keys never change run ids.
+
 The alpha=0 baseline always runs, once per seed and context. Re-running the same command skips
 finished runs. Exit codes: 0 all ok, 1 runs failed or diverged, 2 invalid input, 130 interrupted.
 """
@@ -128,16 +134,21 @@ def run(
     overrides: Optional[List[str]] = typer.Argument(None, help="Hydra overrides and sweeps, e.g. alpha=0,1e-4"),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the planned runs as a table; train nothing."),
     force: bool = typer.Option(False, "--force", help="Re-run runs that are already finished."),
+    wait: bool = typer.Option(True, "--wait/--no-wait", help="launcher=slurm: wait for the jobs and show progress "
+                              "(default), or submit, print the job ids and exit."),
     config_dir: Optional[Path] = typer.Option(None, help="Hydra config folder (default: the project's conf/)."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks of errors."),
 ) -> None:
     with _unexpected_errors(debug):
-        _run(overrides or [], dry_run, force, config_dir, debug)
+        _run(overrides or [], dry_run, force, config_dir, debug, wait)
 
 
-def _run(overrides: list[str], dry_run: bool, force: bool, config_dir: Optional[Path], debug: bool) -> None:
+def _run(overrides: list[str], dry_run: bool, force: bool, config_dir: Optional[Path], debug: bool,
+         wait: bool = True) -> None:
+    import torch
+
     from l2reg import sweep
-    from l2reg.config import ConfigError, expand_and_compose
+    from l2reg.config import ConfigError, expand_and_compose, to_dict
     from l2reg.data import DataError
     from l2reg.provenance import write_sweep_json
     from l2reg.report import ReportError, write_reports
@@ -148,8 +159,18 @@ def _run(overrides: list[str], dry_run: bool, force: bool, config_dir: Optional[
         configs = [cfg for _, cfg in points]
         for name in ("name", "results_dir"):
             sweep.check_single(configs, name)
+        if any(to_dict(c.launcher) != to_dict(configs[0].launcher) for c in configs):
+            raise ConfigError("launcher keys cannot be swept: one sweep has one launcher")
         planned = sweep.plan(configs)
-        device = resolve_device(configs[0].train.device)
+        launcher = configs[0].launcher
+        if not wait and launcher.name != "slurm":
+            raise ConfigError(f"--no-wait applies to launcher=slurm only (this sweep has launcher={launcher.name})")
+        try:
+            device = resolve_device(configs[0].train.device)
+        except ValueError:
+            if launcher.name != "slurm":
+                raise
+            device = None  # train.device=cuda submitted from a host without one: resolved on the nodes
     except (ConfigError, ValueError) as error:
         _fail(str(error), error, debug)
     name = configs[0].name or time.strftime("%Y-%m-%d_%H-%M-%S")
@@ -164,8 +185,9 @@ def _run(overrides: list[str], dry_run: bool, force: bool, config_dir: Optional[
         out.print(_plan_table(planned, done))
         return
 
-    try:
-        data = sweep.prepare_data(planned, device)
+    inprocess = launcher.name == "inprocess"
+    try:  # other launchers' workers load their own data: here it is only checked, on the CPU
+        data = sweep.prepare_data(planned, device if inprocess else torch.device("cpu"))
     except DataError as error:
         _fail(str(error), error, debug)
     try:
@@ -173,22 +195,44 @@ def _run(overrides: list[str], dry_run: bool, force: bool, config_dir: Optional[
     except OSError as error:
         _fail(f"results folder {results_dir} is not writable ({error.strerror or error}): choose another "
               f"results_dir= or name=", error, debug)
-    size = sweep.pack_size_for(planned, configs[0].train.device)
-    write_sweep_json(results_dir, ["l2sweep", "run", *overrides], [point for point, _ in points], planned,
-                     device, size, data)
+    from l2reg import executors
+
+    if launcher.name == "slurm":
+        size = executors.slurm_pack_size(planned, launcher)
+    else:
+        size = sweep.pack_size_for(planned, configs[0].train.device)
+    command = ["l2sweep", "run", *overrides] + ([] if wait else ["--no-wait"]) + (["--force"] if force else [])
+    shown_device = device or torch.device(configs[0].train.device)
+    write_sweep_json(results_dir, command, [point for point, _ in points], planned, shown_device, size,
+                     {(*key[:-1], str(shown_device)): value for key, value in data.items()})
+    _note_launcher(results_dir, launcher, device)
 
     outcome = None
     interrupted = False
     try:
-        with _Progress() as progress:
-            outcome = sweep.execute(planned, results_dir, data, force=force, progress=progress)
+        if launcher.name == "slurm":
+            outcome = _run_slurm(planned, results_dir, launcher, size, force, command, wait)
+            if outcome is None:  # --no-wait
+                return
+        else:
+            with _Progress() as progress:
+                run_jobs = None if inprocess else executors.LocalWorkers(launcher, device.type, progress)
+                outcome = sweep.execute(planned, results_dir, data if inprocess else None, force=force,
+                                        progress=progress, run_jobs=run_jobs)
     except KeyboardInterrupt:
         interrupted = True
-        err.print("[yellow]interrupted: the run(s) in flight are lost; finished runs are kept[/]")
+        if launcher.name == "slurm":
+            submissions = executors.read_jobs(results_dir)
+            ids = ", ".join(submissions[-1]["job_ids"]) if submissions else "see jobs.json"
+            err.print(f"[yellow]interrupted: stopped waiting; the SLURM jobs keep running (last submitted: {ids}): "
+                      f"`l2sweep status {escape(str(results_dir))}` shows them, `scancel <job id>` stops them[/]",
+                      highlight=False)
+        else:
+            err.print("[yellow]interrupted: the run(s) in flight are lost; finished runs are kept[/]")
     try:
         _show(write_reports(results_dir, configs[0].report.min_effect_pp), results_dir)
     except ReportError:
-        if not interrupted:
+        if not interrupted and not (outcome and outcome.not_ok):
             raise
         err.print("no run had finished: no reports written")
     if interrupted:
@@ -196,8 +240,84 @@ def _run(overrides: list[str], dry_run: bool, force: bool, config_dir: Optional[
     if outcome and outcome.not_ok:
         err.print(f"[red]{len(outcome.not_ok)} run(s) did not finish:[/]")
         for record in outcome.not_ok:
-            err.print(escape(f"  {record['run_id']}: {record['status']} {record.get('error') or ''}"), highlight=False)
+            job = f" (job {record['job_id']})" if record.get("job_id") else ""
+            err.print(escape(f"  {record['run_id']}{job}: {record['status']} {record.get('error') or ''}"),
+                      highlight=False)
+            _print_log_tail(record.get("log"), record.get("log_tail"))
+        if launcher.name == "slurm":
+            err.print("re-run the same command to submit again only what did not finish", highlight=False)
         raise typer.Exit(1)
+
+
+def _note_launcher(results_dir: Path, launcher, device) -> None:
+    """Add the launcher to this invocation's entry of sweep.json: with workers or SLURM, the device,
+    pack and compile decisions above are this host's view; each run's file records its own."""
+    from l2reg import files
+    from l2reg.config import to_dict
+
+    path = results_dir / "sweep.json"
+    content = files.read_json(path)
+    entry = content["invocations"][-1]
+    entry["launcher"] = to_dict(launcher)
+    if launcher.name != "inprocess":
+        entry["decisions"]["note"] = ("device and compile are resolved where each pack trains (each run file says "
+                                      "which); above: " + ("this host's view" if device is not None else
+                                                           "the device asked for, absent on this host"))
+    files.write_json_atomic(path, content)
+
+
+def _print_log_tail(log, lines) -> None:
+    if lines:
+        err.print(escape(f"    last lines of {log}:"), highlight=False, soft_wrap=True)
+        for line in lines:
+            err.print(escape(f"    | {line}"), highlight=False, soft_wrap=True)
+
+
+def _run_slurm(planned, results_dir: Path, launcher, size: int, force: bool, command: list[str], wait: bool):
+    """Submit what is neither finished nor queued/running in an earlier submission; with `wait`,
+    follow every job of this sweep until it ends and return the outcome (None with --no-wait)."""
+    from l2reg import executors, sweep
+
+    reader = executors.StatusReader(results_dir)
+    states = reader([r.run_id for r in planned])
+    # a run whose job squeue cannot tell about may still be queued: never submitted twice
+    active = {rid for rid, state in states.items() if state.state in ("queued", "running", "unknown")}
+    done = set() if force else {rid for rid, state in states.items() if state.state == "done"}
+    todo = sorted((r for r in planned if r.run_id not in done and r.run_id not in active),
+                  key=lambda run: run.config.seed)
+    if done:
+        err.print(f"{len(done)} of {len(planned)} runs already done: skipping them")
+    if active:
+        err.print(f"{len(active)} run(s) queued or running in earlier SLURM jobs: not submitted again")
+    if reader.scheduler_error:
+        err.print(f"[yellow]warning:[/] {escape(reader.scheduler_error)}: runs of earlier jobs whose state is unknown "
+                  f"were not submitted again", highlight=False)
+    submission = None
+    if todo:
+        try:
+            submission = executors.submit_slurm(todo, results_dir, launcher, size, force, command)
+        except executors.SchedulerError as error:
+            _fail(str(error), error, False, code=2)
+        tasks = submission["tasks"]
+        err.print(escape(f"submitted {len(todo)} run(s) as {len(tasks)} SLURM task(s) of job "
+                         f"{', '.join(submission['job_ids'])} (partition {launcher.partition or 'default'}, "
+                         f"{launcher.timeout_min} min): {results_dir / executors.JOBS_FILE}"), highlight=False)
+    if not wait:
+        out.print(" ".join(submission["job_ids"]) if submission else "nothing to submit", highlight=False)
+        err.print(escape(f"`l2sweep status {results_dir}` shows where each run stands; `l2sweep report "
+                         f"{results_dir}` collects the results"), highlight=False, soft_wrap=True)
+        return None
+    watched = [r.run_id for r in todo] + sorted(active)
+    latest = {}
+    for sub in executors.read_jobs(results_dir):
+        for task in sub["tasks"]:
+            for rid in task["run_ids"]:
+                latest[rid] = (task["job_id"], sub["submitit_folder"])
+    tasks = sorted({latest[rid] for rid in watched if rid in latest})
+    with _Progress() as progress:
+        progress("start", total=len(planned), skipped=len(planned) - len(watched), quiet=True)
+        records, _ = executors.wait_slurm(results_dir, watched, tasks, progress)
+    return sweep.SweepOutcome(results_dir, len(planned), len(planned) - len(watched), records)
 
 
 def _check_writable(folder: Path) -> None:
@@ -248,7 +368,7 @@ class _Progress:
     def __call__(self, event: str, **info) -> None:
         if event == "start":
             todo = info["total"] - info["skipped"]
-            if info["skipped"]:
+            if info["skipped"] and not info.get("quiet"):
                 err.print(f"{info['skipped']} of {info['total']} runs already done: skipping them")
             self.task = self.bar.add_task("runs", total=max(todo, 1), detail="")
         elif event == "pack":
@@ -258,6 +378,10 @@ class _Progress:
             fraction = (info["epoch"] + info["step"] / info["steps"]) / info["epochs"]
             self.bar.update(self.task, completed=self.finished + fraction * self.pack_runs,
                             description=f"epoch {info['epoch'] + 1}/{info['epochs']}")
+        elif event == "status":
+            self.bar.update(self.task, detail=info["text"])
+        elif event == "warning":
+            self.bar.console.print(f"[yellow]warning:[/] {escape(info['text'])}", highlight=False)
         elif event == "waiting":
             self.bar.console.print(f"{len(info['runs'])} run(s) are being trained by another l2sweep process on "
                                    f"this folder: skipped them, now waiting for them to finish")
@@ -268,7 +392,7 @@ class _Progress:
                 acc = (record.get("metrics") or {}).get("test_acc")
                 shown = f"test {acc:.2f} %" if acc is not None else record.get("error") or ""
                 self.bar.console.print(escape(f"{record['run_id']}: {record['status']} {shown} "
-                                              f"({record['seconds']:.0f} s)"), highlight=False)
+                                              f"({record.get('seconds') or 0:.0f} s)"), highlight=False)
             first = info["records"][0]
             if len(info["records"]) > 1 and first.get("peak_memory_mib") is not None:
                 kind = "allocated on the GPU" if str(first["device"]).startswith("cuda") else "process RSS"
@@ -295,6 +419,62 @@ def report(
         except ReportError as error:
             _fail(str(error), error, debug)
         _show(report_, results_dir)
+
+
+STATUS_HELP = """Where each run of a results folder stands: done, running, queued, failed or not started, from
+its run file (runs/*.json), its lock (a run training on this host) and, for runs submitted with
+launcher=slurm (jobs.json), the scheduler (squeue; no accounting needed). A SLURM job that ended
+without a result (cancelled, killed at its time limit, out of memory, node lost) is reported as
+failed with the last lines of its log. Re-running the same `l2sweep run` command submits again
+only the runs that are neither done nor queued or running. Trains nothing; exit 0.
+"""
+
+
+@app.command(help=STATUS_HELP)
+def status(
+    results_dir: Path = typer.Argument(..., help="A folder written by `l2sweep run`, e.g. results/ablation"),
+    show_all: bool = typer.Option(False, "--all", help="List every run, done ones included."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks of errors."),
+) -> None:
+    from l2reg import executors
+
+    with _unexpected_errors(debug):
+        if not results_dir.is_dir() or not any((results_dir / f).exists() for f in ("runs", "sweep.json",
+                                                                                   executors.JOBS_FILE)):
+            _fail(f"{results_dir} is not a results folder of `l2sweep run` (no runs/, sweep.json or jobs.json)", None,
+                  debug)
+        reader = executors.StatusReader(results_dir)
+        states = reader()
+        counts = executors.summary_counts(states)
+        ok = sum(1 for s in states.values() if s.state == "done" and (s.record or {}).get("status") == "ok")
+        out.print(escape(f"{results_dir}: {len(states)} runs: {counts['done']} done ({ok} ok, {counts['done'] - ok} "
+                         f"diverged), {counts['running']} running, {counts['queued']} queued, {counts['failed']} "
+                         f"failed, {counts['not started']} not started"
+                         + (f", {counts['unknown']} unknown" if counts.get("unknown") else "")),
+                  highlight=False, soft_wrap=True)
+        if reader.scheduler_error:
+            err.print(f"[yellow]warning:[/] {escape(reader.scheduler_error)}: the state of SLURM jobs is unknown",
+                      highlight=False)
+        submissions = executors.read_jobs(results_dir)
+        if submissions:
+            last = submissions[-1]
+            out.print(escape(f"SLURM: {len(submissions)} submission(s), the last at {last['submitted_at']}: job(s) "
+                             f"{', '.join(last['job_ids'])}, logs in {last['submitit_folder']}"),
+                      highlight=False, soft_wrap=True)
+        order = {"failed": 0, "unknown": 1, "running": 2, "queued": 3, "not started": 4, "done": 5}
+        for state in sorted(states.values(), key=lambda s: (order.get(s.state, 9), s.run_id)):
+            if state.state == "done" and not show_all:
+                continue
+            job = f" job {state.job_id}" if state.job_id else ""
+            out.print(escape(f"{state.state:>11}  {state.run_id}{job}" + (f": {state.detail}" if state.detail else "")),
+                      highlight=False, soft_wrap=True)
+            if state.state == "failed" and state.log_tail:
+                out.print(escape(f"             last lines of {state.log}:"), highlight=False, soft_wrap=True)
+                for line in state.log_tail:
+                    out.print(escape(f"             | {line}"), highlight=False, soft_wrap=True)
+        if counts["failed"] or counts["not started"]:
+            out.print("re-run the same `l2sweep run` command to train (or submit) only what is missing",
+                      highlight=False)
 
 
 def _show(report_, results_dir: Path) -> None:

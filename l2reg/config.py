@@ -11,9 +11,10 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 DEVICES = ("auto", "cpu", "cuda")
+LAUNCHERS = ("inprocess", "local", "slurm")
 # Which keys are setting axes (the regularizer) and which context axes: l2reg.axes.AXES.
 
 
@@ -71,6 +72,42 @@ class ReportConfig:
 
 
 @dataclass
+class LauncherConfig:
+    """Who trains the packs (l2reg.executors); never part of a run's identity. `launcher=inprocess`
+    (default) trains in the `l2sweep run` process; `local` in n_jobs worker processes here;
+    `slurm` as a SLURM job array through submitit, keys named as hydra-submitit-launcher names them."""
+
+    name: str = "inprocess"  # inprocess | local | slurm
+    # local
+    n_jobs: Optional[int] = None  # worker processes; null = the number of available cores
+    threads_per_worker: int = 1  # torch threads (and CPU cores, round-robin) per worker
+    # slurm (sbatch flags as hydra-submitit-launcher passes them)
+    partition: Optional[str] = None
+    timeout_min: int = 60  # --time, minutes; always passed (submitit's own default is 5)
+    cpus_per_task: Optional[int] = None
+    gpus_per_node: Optional[int] = None
+    mem_gb: Optional[int] = None
+    qos: Optional[str] = None
+    account: Optional[str] = None
+    constraint: Optional[str] = None
+    exclude: Optional[str] = None
+    gres: Optional[str] = None
+    array_parallelism: int = 256  # array tasks running at once (--array=0-N%array_parallelism)
+    max_num_timeout: int = 3  # requeues after the time limit before a run counts as failed
+    setup: List[str] = field(default_factory=list)  # shell lines run before each job
+    additional_parameters: Dict[str, Any] = field(default_factory=dict)  # more sbatch flags, e.g. {mail_type: END}
+    submitit_folder: Optional[str] = None  # null = <results_dir>/<name>/.submitit/%j
+    signal_delay_s: int = 90  # USR2 this long before the time limit: submitit requeues the job
+
+
+# The keys only one launcher reads: setting them for another is refused (a typo'd launcher=).
+LOCAL_KEYS = ("n_jobs", "threads_per_worker")
+SLURM_KEYS = ("partition", "timeout_min", "cpus_per_task", "gpus_per_node", "mem_gb", "qos", "account", "constraint",
+              "exclude", "gres", "array_parallelism", "max_num_timeout", "setup", "additional_parameters",
+              "submitit_folder", "signal_delay_s")
+
+
+@dataclass
 class Config:
     """The composed configuration of one run (or, with sweeps, of each point)."""
 
@@ -87,6 +124,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
+    launcher: LauncherConfig = field(default_factory=LauncherConfig)  # who trains (never a run's identity)
     # Sweep axes an experiment file asks for, in Hydra's override grammar (key -> "a,b,c"), as
     # Hydra's own `hydra.sweeper.params`: command-line overrides of the same key win.
     sweep: Dict[str, str] = field(default_factory=dict)
@@ -256,6 +294,44 @@ def validate(cfg: Config) -> None:
     need(math.isfinite(cfg.report.min_feature_effect_pp) and cfg.report.min_feature_effect_pp > 0,
          f"report.min_feature_effect_pp={cfg.report.min_feature_effect_pp}: must be a number > 0 (percentage points)")
     need(bool(data.root), "data.root is empty: set it (or env L2SWEEP_DATA) to the folder holding MNIST/raw/")
+    validate_launcher(cfg.launcher)
+
+
+def validate_launcher(launcher: LauncherConfig) -> None:
+    """The launcher's values: counts >= 1, times that leave room for the USR2 before the limit, and
+    no key of another launcher (`launcher.partition=...` without `launcher=slurm` would be ignored)."""
+
+    def need(ok: bool, message: str) -> None:
+        if not ok:
+            raise ConfigError(message)
+
+    need(launcher.name in LAUNCHERS, f"launcher={launcher.name} is unknown: choose one of {', '.join(LAUNCHERS)}")
+    defaults = LauncherConfig()
+    for keys, owner in ((LOCAL_KEYS, "local"), (SLURM_KEYS, "slurm")):
+        if launcher.name != owner:
+            for key in keys:
+                need(getattr(launcher, key) == getattr(defaults, key),
+                     f"launcher.{key} applies to launcher={owner} only (this sweep has launcher={launcher.name}): "
+                     f"add launcher={owner} or drop the key")
+    need(launcher.n_jobs is None or launcher.n_jobs >= 1,
+         f"launcher.n_jobs={launcher.n_jobs}: must be >= 1 (worker processes; null = the available cores)")
+    need(launcher.threads_per_worker >= 1, f"launcher.threads_per_worker={launcher.threads_per_worker}: must be >= 1")
+    need(launcher.timeout_min >= 1, f"launcher.timeout_min={launcher.timeout_min}: must be >= 1 (minutes)")
+    need(0 <= launcher.signal_delay_s < launcher.timeout_min * 60,
+         f"launcher.signal_delay_s={launcher.signal_delay_s}: must be in [0, timeout_min * 60) seconds "
+         f"(the USR2 that requeues a job comes this long before its time limit)")
+    need(launcher.max_num_timeout >= 0, f"launcher.max_num_timeout={launcher.max_num_timeout}: must be >= 0")
+    need(launcher.array_parallelism >= 1, f"launcher.array_parallelism={launcher.array_parallelism}: must be >= 1")
+    for key in ("cpus_per_task", "mem_gb"):
+        value = getattr(launcher, key)
+        need(value is None or value >= 1, f"launcher.{key}={value}: must be >= 1 (or null: the cluster's default)")
+    need(launcher.gpus_per_node is None or launcher.gpus_per_node >= 0,
+         f"launcher.gpus_per_node={launcher.gpus_per_node}: must be >= 0 (or null)")
+    for key in ("partition", "qos", "account", "constraint", "exclude", "gres", "submitit_folder"):
+        value = getattr(launcher, key)
+        need(value is None or (isinstance(value, str) and value.strip() != ""),
+             f"launcher.{key} is empty: give a value or null")
+    need(all(isinstance(line, str) for line in launcher.setup), "launcher.setup: must be a list of shell lines")
 
 
 def _plain_folder_name(name: Any) -> bool:
@@ -276,6 +352,7 @@ def from_dict(values: dict) -> Config:
     values["data"] = DataConfig(**values["data"])
     values["train"] = TrainConfig(**values["train"])
     values["report"] = ReportConfig(**values.get("report", {}))
+    values["launcher"] = LauncherConfig(**values.get("launcher", {}))  # run files older than launchers have none
     return Config(**values)
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import socket
 import time
 import traceback
@@ -28,7 +29,7 @@ from l2reg import axes, files, schedules
 from l2reg.config import Config, ScheduleConfig, from_dict, to_dict, validate
 
 # Config fields that never change a run's numbers: left out of its identity.
-_NOT_SEMANTIC = ("name", "results_dir", "seeds", "sweep", "report")
+_NOT_SEMANTIC = ("name", "results_dir", "seeds", "sweep", "report", "launcher")
 _NOT_SEMANTIC_DATA = ("root", "download")
 _NOT_SEMANTIC_TRAIN = ("device", "pack_size", "eval_batch_size", "deterministic", "compile")
 COMPILE_MIN_STEPS = 1000  # auto compile: a 5-epoch MNIST run has 2,110 steps, a smoke run ~22
@@ -52,7 +53,21 @@ def canonical(cfg: Config) -> Config:
         return replace(cfg, **{**off, "alpha": 0.0, "schedule": ScheduleConfig()})
     used = schedules.PARAMETERS.get(cfg.schedule.name, ())
     kept = {name: getattr(cfg.schedule, name) for name in used}
-    return replace(cfg, alpha=float(cfg.alpha), schedule=ScheduleConfig(name=cfg.schedule.name, **kept))
+    cfg = replace(cfg, alpha=float(cfg.alpha), schedule=ScheduleConfig(name=cfg.schedule.name, **kept))
+    if not _has_weight_term(cfg):  # scope only says which kernels a weight term acts on
+        cfg = replace(cfg, scope=Config().scope)
+    return cfg
+
+
+def _has_weight_term(cfg: Config) -> bool:
+    from l2reg import penalties
+
+    try:
+        terms = penalties.terms_for({ax.key: axes.get(cfg, ax.key) for ax in axes.SETTING_AXES
+                                     if ax.key not in ("alpha", "schedule")})
+    except penalties.NotWired:  # refused by validation; its id is never used for training
+        return True
+    return any(term.kind == "weights" for term in terms)
 
 
 def semantic(cfg: Config) -> dict:
@@ -96,6 +111,7 @@ def context_label(cfg: Config) -> str:
 
 def plan(configs: Iterable[Config]) -> list[PlannedRun]:
     """Seeds x points, plus the baseline for each (context, seed); deduplicated, baselines first."""
+    check_context_wiring()
     planned: dict[str, PlannedRun] = {}
     baselines: dict[str, PlannedRun] = {}
     for cfg in configs:
@@ -226,11 +242,27 @@ def compile_decision(cfg: Config, device_type: str, n_train: int) -> bool:
     return device_type == "cpu" and steps >= COMPILE_MIN_STEPS
 
 
+# Where each context axis (l2reg.axes.CONTEXT_AXES) enters the training loop: TrainSettings fields.
+CONTEXT_SETTINGS = {"train.dropout": "dropout", "data.train_size": "train_size"}
+
+
+def check_context_wiring() -> None:
+    """Every context axis must reach the training loop: one declared in l2reg.axes but not mapped
+    in CONTEXT_SETTINGS would change run ids and contexts while training exactly as before."""
+    from l2reg import penalties
+
+    unwired = [ax.key for ax in axes.CONTEXT_AXES if ax.key not in CONTEXT_SETTINGS]
+    if unwired:
+        raise penalties.NotWired(f"context axis {unwired[0]!r} is declared but not wired into the training "
+                                 f"settings (l2reg.sweep.CONTEXT_SETTINGS)")
+
+
 def train_settings(cfg: Config, device_type: str, n_split: int):
     """The training loop's shared settings from a run's config: the one place the config's
     training keys become plain arguments (sweeps and `l2sweep bench` alike)."""
     from l2reg.train import TrainSettings
 
+    check_context_wiring()
     n_train = cfg.data.train_size or n_split
     return TrainSettings(epochs=cfg.train.epochs, batch_size=cfg.train.batch_size, lr=cfg.train.lr,
                          adam_eps=cfg.train.adam_eps, plateau_factor=cfg.train.plateau_factor,
@@ -275,6 +307,19 @@ def run_record(run: PlannedRun, result: dict, origin: dict) -> dict:
         "config": to_dict(run.config),
         **origin,
     }
+
+
+def where_running() -> dict:
+    """The SLURM job a run trains in, from the job's environment (nothing outside SLURM):
+    `restart_count` > 0 when the job was requeued (time limit, preemption) and started again."""
+    env = os.environ
+    if "SLURM_JOB_ID" not in env:
+        return {}
+    array = env.get("SLURM_ARRAY_JOB_ID")
+    job_id = f"{array}_{env.get('SLURM_ARRAY_TASK_ID')}" if array else env["SLURM_JOB_ID"]
+    return {"slurm": {"job_id": job_id, "raw_job_id": env["SLURM_JOB_ID"],
+                      "restart_count": int(env.get("SLURM_RESTART_COUNT") or 0),
+                      "node": env.get("SLURMD_NODENAME")}}
 
 
 def data_key(cfg: Config) -> tuple:
@@ -358,7 +403,10 @@ def run_pack_job(job: PackJob, notify: Callable | None = None, data_cache: dict 
         pack = [run for run, _ in mine]
         cfg = pack[0].config
         started = time.perf_counter()
-        origin = {**provenance(), "submitted_by": job.origin}
+        started_unix = time.time()
+        origin = {**provenance(), "pid": os.getpid(), **where_running(), "submitted_by": job.origin,
+                  "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started_unix)),
+                  "started_unix": started_unix}
         device_name = cfg.train.device
         try:
             device = resolve_device(device_name)
@@ -376,7 +424,9 @@ def run_pack_job(job: PackJob, notify: Callable | None = None, data_cache: dict 
                         "pack_size": len(pack), "device": device_name, "peak_memory_mib": None} for _ in pack]
         records = []
         for run, result in zip(pack, results):
-            record = run_record(run, result, {**origin, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+            finished_unix = time.time()
+            record = run_record(run, result, {**origin, "finished_at": time.strftime(
+                "%Y-%m-%dT%H:%M:%S%z", time.localtime(finished_unix)), "finished_unix": finished_unix})
             files.write_json_atomic(runs_dir / f"{run.run_id}.json", record)
             records.append(record)
         notify("done", records=records)
@@ -387,8 +437,9 @@ def run_pack_job(job: PackJob, notify: Callable | None = None, data_cache: dict 
 
 
 def execute(planned: Sequence[PlannedRun], results_dir: Path, data: dict | None = None, force: bool = False,
-            progress: Callable | None = None) -> SweepOutcome:
-    """The in-process executor: train what is not finished yet, pack by pack, in this process.
+            progress: Callable | None = None, run_jobs: Callable | None = None) -> SweepOutcome:
+    """The in-process executor: train what is not finished yet, pack by pack, in this process
+    (or, with `run_jobs(jobs) -> (records, busy)`, wherever that puts the jobs: l2reg.executors).
 
     Each run is locked while it trains: a second process on the same folder skips the runs the
     first one holds, trains the rest, then waits for the held ones and picks up any that the
@@ -409,13 +460,20 @@ def execute(planned: Sequence[PlannedRun], results_dir: Path, data: dict | None 
     trained: list[dict] = []
     size = pack_size_for(todo, todo[0].config.train.device) if todo else 1
     data_cache = {} if data is None else data
+
+    def in_process(jobs: list[PackJob]) -> tuple[list[dict], list[str]]:
+        records, busy = [], []
+        for job in jobs:
+            result = run_pack_job(job, notify, data_cache)
+            records += result.records
+            busy += result.busy
+        return records, busy
+
+    run_jobs = run_jobs or in_process
     first_pass = True
     while todo:
-        busy: list[str] = []
-        for job in make_jobs(todo, results_dir, size, force=force and first_pass):
-            result = run_pack_job(job, notify, data_cache)
-            trained += result.records
-            busy += result.busy
+        records, busy = run_jobs(make_jobs(todo, results_dir, size, force=force and first_pass))
+        trained += records
         if busy:
             notify("waiting", runs=busy)
             for rid in busy:  # block until the other process lets go of each

@@ -105,7 +105,7 @@ def test_divergence_is_recorded_reported_and_left_out(tiny_mnist, tmp_path):
     assert sorted(runs["status"]) == ["diverged", "diverged", "ok", "ok"]
     summary = pd.read_csv(tmp_path / "div" / "summary.csv")
     row = summary[summary["alpha"] == 1e38].iloc[0]
-    assert row["n"] == 0 and row["n_not_ok"] == 2 and row["call"] == "not tested"
+    assert row["n"] == 0 and row["n_not_ok"] == 2 and row["n_diverged"] == 2 and row["call"] == "diverged"
     report = (tmp_path / "div" / "report.md").read_text()
     assert "## Runs and files left out of the statistics" in report
     diverged = sorted(runs.loc[runs["status"] == "diverged", "run_id"])

@@ -24,7 +24,7 @@ import pytest
 import submitit
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from slurm_cluster import Cluster, slurm_cluster_fixture  # noqa: E402
+from slurm_cluster import Cluster  # noqa: E402
 
 pytestmark = pytest.mark.slurm
 
@@ -33,11 +33,6 @@ cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 FINAL = {"COMPLETED", "CANCELLED", "FAILED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL",
          "DEADLINE"}
-
-
-@pytest.fixture(scope="session")
-def slurm_cluster(tmp_path_factory):
-    yield from slurm_cluster_fixture(tmp_path_factory)
 
 
 @pytest.fixture

@@ -114,3 +114,27 @@ def test_compile_is_decided_per_context_never_per_setting():
     assert {compile_decision(r.config, "cuda", 54_000) for r in runs} == {False}
     forced = replace(runs[0].config, train=replace(runs[0].config.train, compile=True))
     assert compile_decision(forced, "cuda", 100) is True
+
+
+def test_scope_cannot_name_a_run_whose_target_has_no_weight_term():
+    act = replace(Config(), alpha=1e-3, target="activations", seed=0)
+    assert run_id(replace(act, scope="all")) == run_id(act)  # trains exactly alike: one run, one id
+    assert canonical(replace(act, scope="all")).scope == "conv"
+    runs = planned("alpha=1e-3", "target=weights,activations", "scope=conv,all", "seed=0")
+    assert len(runs) == 1 + 2 + 1  # baseline, weights x 2 scopes, activations once
+
+
+def test_a_context_axis_not_wired_into_the_training_settings_is_refused(monkeypatch):
+    import dataclasses
+
+    import pytest
+
+    from l2reg import axes, sweep
+    from l2reg.penalties import NotWired
+
+    extra = dataclasses.replace(axes.CONTEXT_AXES[0], key="train.label_smoothing", column="label_smoothing")
+    monkeypatch.setattr(axes, "CONTEXT_AXES", (*axes.CONTEXT_AXES, extra))
+    with pytest.raises(NotWired, match="context axis 'train.label_smoothing' is declared but not wired"):
+        sweep.train_settings(Config(), "cpu", 54_000)
+    with pytest.raises(NotWired, match="not wired"):  # refused when planning, before anything trains
+        planned("alpha=1e-3", "seed=0")
