@@ -320,6 +320,16 @@ def validate_launcher(launcher: LauncherConfig) -> None:
     need(0 <= launcher.signal_delay_s < launcher.timeout_min * 60,
          f"launcher.signal_delay_s={launcher.signal_delay_s}: must be in [0, timeout_min * 60) seconds "
          f"(the USR2 that requeues a job comes this long before its time limit)")
+    # submitit counts a USR2 as the time limit only after min(0.8 T, T - 10 min) of the job's time T,
+    # else as a preemption, which never uses up max_num_timeout: a longer delay requeues forever.
+    # SLURM may signal up to a minute early, and the job's setup comes first: 2 minutes of slack.
+    limit_s = launcher.timeout_min * 60
+    if limit_s > 600:
+        longest = int(max(0.2 * limit_s, 600) - 120)
+        need(launcher.signal_delay_s <= longest,
+             f"launcher.signal_delay_s={launcher.signal_delay_s}: at most {longest} s for timeout_min="
+             f"{launcher.timeout_min} (submitit counts a USR2 as the time limit only after min(80 %, T - 10 min) "
+             f"of the job's time; an earlier one is taken for a preemption and the job would requeue forever)")
     need(launcher.max_num_timeout >= 0, f"launcher.max_num_timeout={launcher.max_num_timeout}: must be >= 0")
     need(launcher.array_parallelism >= 1, f"launcher.array_parallelism={launcher.array_parallelism}: must be >= 1")
     for key in ("cpus_per_task", "mem_gb"):

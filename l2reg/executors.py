@@ -52,7 +52,12 @@ from l2reg import files, sweep
 from l2reg.config import LauncherConfig, to_dict
 
 JOBS_FILE = "jobs.json"
-# squeue states of a job that is not over: what `l2sweep status` calls it.
+# squeue's final job states: any other state (PREEMPTED with PreemptMode=REQUEUE, SPECIAL_EXIT,
+# one a newer SLURM adds) counts as not over; a state that really was final becomes "lost" once
+# squeue forgets the job.
+FINAL_STATES = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL",
+                "DEADLINE", "REVOKED"}
+# what `l2sweep status` calls the states of a job that is not over (others: queued)
 ACTIVE_STATES = {
     "PENDING": "queued", "REQUEUED": "queued", "REQUEUE_HOLD": "queued", "REQUEUE_FED": "queued",
     "RESV_DEL_HOLD": "queued", "CONFIGURING": "running", "RUNNING": "running", "COMPLETING": "running",
@@ -79,11 +84,12 @@ def visible_gpus() -> list[str]:
     return [str(i) for i in range(torch.cuda.device_count())]
 
 
-def default_n_jobs(device_type: str) -> int:
-    """launcher.n_jobs when unset: one worker per available core on a CPU, one per GPU on CUDA."""
+def default_n_jobs(device_type: str, threads_per_worker: int = 1) -> int:
+    """launcher.n_jobs when unset: on a CPU as many workers as the available cores hold at
+    threads_per_worker cores each; one per GPU on CUDA."""
     if device_type == "cuda":
         return max(1, len(visible_gpus()))
-    return len(available_cores())
+    return max(1, len(available_cores()) // max(1, threads_per_worker))
 
 
 # ---- local workers ----
@@ -94,9 +100,33 @@ def worker_cores(index: int, threads: int, cores: Sequence[int]) -> list[int]:
     return sorted({cores[(index * threads + k) % len(cores)] for k in range(threads)})
 
 
+def _die_with_parent() -> None:
+    """Linux: SIGTERM this worker when its parent dies (killed, not Ctrl-C), so no worker goes on
+    training packs nobody waits for; elsewhere a watchdog thread notices the new parent pid."""
+    import ctypes
+    import threading
+
+    parent = os.getppid()
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        if libc.prctl(1, signal.SIGTERM, 0, 0, 0) == 0 and os.getppid() == parent:  # 1 = PR_SET_PDEATHSIG
+            return
+    except (OSError, AttributeError):
+        pass
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
 def _worker_main(index: int, cores: list[int], gpu: str | None, threads: int, tasks, results) -> None:
     """A worker process: take packs from `tasks` until None, train each, send back its records."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the parent ends us
+    _die_with_parent()
+    results.cancel_join_thread()  # never hang at exit on a parent that stopped reading
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu  # before anything initialises CUDA in this process
     if cores and hasattr(os, "sched_setaffinity"):
@@ -119,7 +149,7 @@ class LocalWorkers:
     """`run_jobs` for l2reg.sweep.execute: the jobs on `n_jobs` worker processes of this machine."""
 
     def __init__(self, launcher: LauncherConfig, device_type: str, notify: Callable | None = None):
-        self.n_jobs = launcher.n_jobs or default_n_jobs(device_type)
+        self.n_jobs = launcher.n_jobs or default_n_jobs(device_type, launcher.threads_per_worker)
         self.threads = launcher.threads_per_worker
         self.gpus = visible_gpus() if device_type == "cuda" else []
         self.notify = notify or (lambda event, **info: None)
@@ -313,7 +343,15 @@ def read_jobs(results_dir: Path) -> list[dict]:
 
 
 def append_jobs(results_dir: Path, submission: dict) -> None:
+    """Append a submission to jobs.json; a jobs.json that exists but does not parse is kept aside
+    as jobs.json.damaged-<time> (never silently replaced: it may list queued jobs)."""
     with _FileLock(Path(results_dir) / ".jobs.lock"):
+        path = Path(results_dir) / JOBS_FILE
+        if path.exists():
+            try:
+                files.read_json(path)
+            except (OSError, ValueError):
+                path.rename(path.with_name(f"{JOBS_FILE}.damaged-{int(time.time())}"))
         submissions = read_jobs(results_dir)
         submissions.append(submission)
         files.write_json_atomic(Path(results_dir) / JOBS_FILE, {"submissions": submissions})
@@ -326,14 +364,18 @@ def submit_slurm(planned: Sequence[sweep.PlannedRun], results_dir: Path, launche
     results_dir = Path(results_dir).absolute()
     folder = submitit_folder(launcher, results_dir)
     jobs = sweep.make_jobs(planned, results_dir, pack_size, force=force)
-    executor = submitit.AutoExecutor(folder=folder, cluster="slurm", slurm_max_num_timeout=launcher.max_num_timeout)
-    executor.update_parameters(**slurm_parameters(launcher, f"l2sweep-{results_dir.name}"))
     submitted_unix = time.time()
     try:
+        executor = submitit.AutoExecutor(folder=folder, cluster="slurm",
+                                         slurm_max_num_timeout=launcher.max_num_timeout)
+        executor.update_parameters(**slurm_parameters(launcher, f"l2sweep-{results_dir.name}"))
         submitted = executor.map_array(PackTask(), jobs)
     except FileNotFoundError as error:
         raise SchedulerError(f"launcher=slurm needs SLURM's sbatch on PATH ({error})") from error
-    except (subprocess.SubprocessError, submitit.core.utils.FailedJobError, OSError) as error:
+    except RuntimeError as error:  # submitit: 'Could not detect "srun", are you indeed on a slurm cluster?'
+        raise SchedulerError(f"launcher=slurm needs SLURM's srun and sbatch on PATH (submitit: {error})") from error
+    except (subprocess.SubprocessError, submitit.core.utils.FailedJobError, submitit.core.utils.FailedSubmissionError,
+            OSError) as error:
         output = getattr(error, "output", None) or getattr(error, "stderr", None) or ""
         if isinstance(output, bytes):
             output = output.decode(errors="replace")
@@ -448,12 +490,17 @@ def task_state(job_id: str, folder: str, states: dict[str, str] | None) -> TaskS
     """The rule of this module's docstring, for one task; `states` from squeue_states (None when
     squeue could not answer)."""
     state = (states or {}).get(job_id)
-    if state in ACTIVE_STATES:
-        return TaskState(job_id, ACTIVE_STATES[state], state)
+    if state is not None and state not in FINAL_STATES:
+        return TaskState(job_id, ACTIVE_STATES.get(state, "queued"), state)
     paths = submitit.core.utils.JobPaths(folder, job_id=job_id)
+    _refresh(paths.folder)
     outcome = read_result(paths.result_pickle)
     if outcome is not None and outcome[0] == "success":
         return TaskState(job_id, "ended", state)
+    if state == "COMPLETED" and outcome is None:
+        # SLURM says the job ended well but its result is not visible here yet (a shared file
+        # system's cache): not a failure; once squeue forgets the job, it is "lost" if still absent
+        return TaskState(job_id, "unknown", state, "SLURM says COMPLETED, its result is not visible here yet")
     log, tail = log_tail(paths)
     reason = slurm_reason(paths)
     said = f" ({reason})" if reason else ""
@@ -465,6 +512,15 @@ def task_state(job_id: str, folder: str, states: dict[str, str] | None) -> TaskS
         return TaskState(job_id, "unknown", None, "squeue could not answer", log, tail)
     return TaskState(job_id, "lost", None, "the job ended without a result and SLURM has forgotten it"
                      + (said or " (cancelled, killed at its time limit, out of memory or node lost?)"), log, tail)
+
+
+def _refresh(folder: Path) -> None:
+    """List a folder, so that an NFS client drops its cached view of what is (not) in it."""
+    try:
+        with os.scandir(folder):
+            pass
+    except OSError:
+        pass
 
 
 def held_locks(runs_dir: Path) -> dict[str, int]:
@@ -652,7 +708,8 @@ def failure_record(state: RunState) -> dict:
 
 
 def wait_slurm(results_dir: Path, run_ids: Sequence[str], tasks: Sequence[tuple[str, str]],
-               notify: Callable | None = None, poll_s: float = 2.0) -> tuple[list[dict], dict[str, RunState]]:
+               notify: Callable | None = None, poll_s: float = 2.0,
+               max_poll_s: float = 30.0) -> tuple[list[dict], dict[str, RunState]]:
     """Wait until none of `tasks` ((job id, submitit folder)) is queued or running and no run of
     `run_ids` is; report each run as it finishes (a new run file that says ok/diverged) or fails
     (by the rule above). Returns the records of the runs that finished or failed meanwhile, and
@@ -664,7 +721,9 @@ def wait_slurm(results_dir: Path, run_ids: Sequence[str], tasks: Sequence[tuple[
     records: list[dict] = []
     before = {rid: (reader.records.get(rid) or {}).get("finished_unix") for rid in run_ids}
     warned = False
+    interval = poll_s  # squeue every poll_s while runs finish, backing off to max_poll_s while none does
     while True:
+        reported_before = len(reported)
         try:
             scheduler = squeue_states([job_id for job_id, _ in tasks])
         except SchedulerError as error:
@@ -695,4 +754,5 @@ def wait_slurm(results_dir: Path, run_ids: Sequence[str], tasks: Sequence[tuple[
                 if rid not in reported and state.state != "done":
                     records.append(failure_record(state))
             return records, states
-        time.sleep(poll_s)
+        interval = poll_s if len(reported) > reported_before else min(max_poll_s, interval * 1.5)
+        time.sleep(interval)

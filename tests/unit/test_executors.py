@@ -233,3 +233,45 @@ def test_jobs_json_keeps_every_submission(tmp_path):
     assert [s["job_ids"] for s in executors.read_jobs(tmp_path)] == [["0"], ["1"], ["2"]]
     (tmp_path / "jobs.json").write_text("{truncated")
     assert executors.read_jobs(tmp_path) == []
+
+
+def test_a_damaged_jobs_json_is_kept_aside_not_replaced(tmp_path):
+    (tmp_path / "jobs.json").write_text("{truncated")
+    executors.append_jobs(tmp_path, {"job_ids": ["5"], "submitted_unix": 5, "submitit_folder": "f",
+                                     "tasks": [{"job_id": "5", "run_ids": ["r5"]}]})
+    kept = list(tmp_path.glob("jobs.json.damaged-*"))
+    assert len(kept) == 1 and kept[0].read_text() == "{truncated"
+    assert [s["job_ids"] for s in executors.read_jobs(tmp_path)] == [["5"]]
+
+
+def test_non_final_squeue_states_stay_active_and_completed_without_a_result_is_not_failed(tmp_path, monkeypatch):
+    # PREEMPTED (PreemptMode=REQUEUE) and SPECIAL_EXIT can start again; a state SLURM adds later too
+    tasks = {"preempted": "8_0", "special": "8_1", "newer": "8_2", "completed-unseen": "8_3"}
+    f = Folder(tmp_path / "res", tasks, submitted_unix=time.time() - 60)
+    queue = {"8_0": "PREEMPTED", "8_1": "SPECIAL_EXIT", "8_2": "SOME_NEW_STATE", "8_3": "COMPLETED"}
+    monkeypatch.setattr(executors, "squeue_states", lambda job_ids: queue)
+    states = executors.run_states(f.root, list(tasks))
+    assert {rid: s.state for rid, s in states.items()} == {"preempted": "queued", "special": "queued",
+                                                           "newer": "queued", "completed-unseen": "unknown"}
+    # once squeue has forgotten it and the result never came, the job is lost (failed)
+    monkeypatch.setattr(executors, "squeue_states", lambda job_ids: {})
+    assert executors.run_states(f.root, ["completed-unseen"])["completed-unseen"].state == "failed"
+
+
+@pytest.mark.parametrize("timeout_min, delay, refused", [
+    (60, 900, True), (60, 600, False), (60, 601, True), (600, 7080, False), (600, 7081, True), (5, 250, False),
+])
+def test_signal_delay_longer_than_submitit_counts_as_a_time_limit_is_refused(timeout_min, delay, refused):
+    [(_, cfg)] = compose("launcher=slurm", f"launcher.timeout_min={timeout_min}", f"launcher.signal_delay_s={delay}")
+    if refused:
+        with pytest.raises(ConfigError, match=f"launcher.signal_delay_s={delay}: at most"):
+            validate(cfg)
+    else:
+        validate(cfg)
+
+
+def test_default_workers_fill_the_cores_at_threads_per_worker(monkeypatch):
+    monkeypatch.setattr(executors, "available_cores", lambda: [0, 1, 2, 3, 4])
+    assert executors.default_n_jobs("cpu") == 5
+    assert executors.default_n_jobs("cpu", threads_per_worker=2) == 2
+    assert executors.default_n_jobs("cpu", threads_per_worker=8) == 1
