@@ -1,4 +1,5 @@
-"""The committed claim checks (results/ablation-quick, results/ablation-quick-12): each summary's paired
+"""The committed claim checks (every results/<name>/ with runs: the claim check's main grid and
+controls, and the earlier ablation-quick slices): each summary's paired
 statistics are what scipy computes from its runs.csv, each call and verdict follows the declared rules,
 and `write_reports` on a copy of the runs rebuilds the committed files. Nothing is written into results/.
 
@@ -20,7 +21,8 @@ from l2reg.report import load_records, write_reports
 from l2reg.stats import holm, summary_columns
 
 RESULTS = Path(__file__).resolve().parents[2] / "results"
-FOLDERS = ["ablation-quick", "ablation-quick-12"]
+FOLDERS = sorted(path.parent.name for path in RESULTS.glob("*/runs")) or ["ablation-quick"]
+KNOWN_SIZES = {"ablation-quick": 12, "ablation-quick-12": 36}  # complete slices; the claim check grows
 ALPHA = 0.05
 
 
@@ -52,8 +54,9 @@ def margin_of(folder: Path) -> float:
 def test_the_run_files_are_all_run_records(folder):
     loaded = load_records(folder)
     assert loaded.skipped == []
-    assert len(loaded.records) == len(list((folder / "runs").glob("*.json"))) == {
-        "ablation-quick": 12, "ablation-quick-12": 36}[folder.name]
+    assert len(loaded.records) == len(list((folder / "runs").glob("*.json")))
+    if folder.name in KNOWN_SIZES:
+        assert len(loaded.records) == KNOWN_SIZES[folder.name]
 
 
 def test_paired_statistics_are_what_scipy_computes_from_runs_csv(folder):
@@ -74,6 +77,11 @@ def test_paired_statistics_are_what_scipy_computes_from_runs_csv(folder):
             pairs = pd.concat([arm, base], axis=1, join="inner", keys=["x", "y"]).sort_index()
             d = (pairs["x"] - pairs["y"]).to_numpy()
             assert row.paired_n == len(d) == len(arm) and row.n == len(arm)
+            if len(d) < 2:  # a sweep still running: this setting has one seed so far
+                assert row.call in ("not tested", "diverged") and np.isnan(row.p_superior)
+                for column in tests:
+                    tests[column].append(float("nan"))
+                continue
             assert row.delta_pp == pytest.approx(d.mean(), abs=1e-9)
             assert row.paired_sd_pp == pytest.approx(d.std(ddof=1))
             ci = sps.ttest_1samp(d, 0).confidence_interval(0.95)
@@ -94,17 +102,18 @@ def test_paired_statistics_are_what_scipy_computes_from_runs_csv(folder):
             assert row.welch_p == pytest.approx(welch.pvalue)
             assert (row.welch_ci_low_pp, row.welch_ci_high_pp) == pytest.approx(tuple(welch.confidence_interval()))
         for column, p in tests.items():  # Holm over the settings of the context
-            assert rows[f"{column}_holm"].to_numpy() == pytest.approx(holm(np.array(p)), rel=1e-9), column
+            assert rows[f"{column}_holm"].to_numpy() == pytest.approx(holm(np.array(p)), rel=1e-9, nan_ok=True), column
         # the call of each setting and the accuracy verdict, by the rules declared in the README
         for row in rows.itertuples(index=False):
             rule = (("p_superior_holm", "better"), ("p_equivalent_holm", "equivalent"), ("p_worse_holm", "worse"),
                     ("p_above_zero_holm", "smaller than margin"))
             call = next((name for column, name in rule if getattr(row, column) < ALPHA), "undecided")
-            assert row.call == call
+            call = "not tested" if row.paired_n < 2 else call
+            assert row.call == ("diverged" if row.n_diverged > 0 else call)
         accuracy = verdict["contexts"][context]["claims"]["accuracy"]["verdict"]
         if (rows["call"] == "better").any():
             assert accuracy == "supported"
-        elif (rows["p_inferior"] < ALPHA).all():
+        elif ((rows["p_inferior"] < ALPHA) | (rows["call"] == "diverged")).all() and (rows["paired_n"] >= 2).any():
             assert accuracy == "not supported"
         else:
             assert accuracy == "inconclusive"
