@@ -21,8 +21,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-test: install ## run the test suite on the CPU, with a real single-node SLURM where it can start (a few minutes)
-	$(BIN)/python -m pytest -q
+# pytest-xdist workers: one per core plus one, at most 5 (each keeps to one core or a share of
+# them: tests/conftest.py). The SLURM tests share one worker, which mostly waits on SLURM's time
+# limits; the extra worker uses that idle core time. TEST_WORKERS=0 runs everything in one process.
+TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); echo $$(( n + 1 < 5 ? n + 1 : 5 )))
+
+test: install ## run the test suite on the CPU, a worker per core, with a real single-node SLURM where it can start (a few minutes)
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
 
 lint: install ## ruff
 	$(BIN)/ruff check .

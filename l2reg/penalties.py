@@ -115,6 +115,16 @@ def weight_penalty(model: nn.Module | Iterable[torch.Tensor], alpha, norm: str =
     return alpha * sum(norm_sum(kernel, norm) for kernel in kernels)
 
 
+def reported_sq_norm(kernels: Iterable[torch.Tensor]) -> float:
+    """sum over kernels of sum(W**2), for the run's report: summed in float64 by numpy, whose
+    pairwise sum has one order whatever the thread count. torch's float32 sum over the 200k
+    dense weights is split across threads, so its last bits would differ between a 2-thread
+    in-process run and a 1-thread worker that trained the same weights to the bit."""
+    import numpy as np  # numpy comes with torch; imported here to keep this module's import light
+
+    return float(sum(np.square(k.detach().cpu().double().numpy()).sum() for k in kernels))
+
+
 def activation_penalty(activations: Iterable[torch.Tensor], alpha, norm: str = "l2") -> torch.Tensor:
     """alpha * (1/B) * sum over layers of sum(A**2) (or |A|), B = the batch size (dim 0)."""
     activations = list(activations)

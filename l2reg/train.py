@@ -557,9 +557,8 @@ def train_pack(specs: Sequence[RunSpec], data: MNISTTensors, settings: TrainSett
     test = {k: v.cpu() for k, v in test.items()}
     _sync(device)
     eval_seconds = time.perf_counter() - eval_start
-    with torch.no_grad():
-        sq_norms = {group: [penalties.weight_penalty([pack.params[name][r] for name in names], 1.0, "l2").item()
-                            for r in range(n_runs)] for group, names in WEIGHT_GROUPS.items()}
+    sq_norms = {group: [penalties.reported_sq_norm(pack.params[name][r] for name in names) for r in range(n_runs)]
+                for group, names in WEIGHT_GROUPS.items()}
     seconds = time.perf_counter() - started
     peak_mib = peak_memory_mib(device)
     n_test = len(data.test_y)

@@ -59,10 +59,42 @@ def slurm_cluster(tmp_path_factory):
     yield from slurm_cluster_fixture(tmp_path_factory)
 
 
+# Modules whose module-scoped fixtures cost seconds (a wheel build, report rebuilds): under
+# pytest-xdist each keeps to one worker, so the fixture is built once, not once per worker.
+ONE_WORKER_MODULES = ("test_packaging_wheel.py", "test_committed_results.py", "test_inputs_misleading.py")
+
+
+def pytest_configure(config):
+    """Under pytest-xdist (`make test` runs a worker per core plus one, README "Tests"), each
+    worker keeps to its share of the cores (one core, shared round-robin, when there are more
+    workers than cores): torch there runs one thread per core it may use (l2reg.train
+    follows the affinity), and so do the processes it starts (SLURM daemons, local workers,
+    subprocess runs). Two torch processes with a thread per core each on the same two cores run
+    at about a quarter of their speed, far worse than half."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")  # gw0, gw1, ... (unset without -n)
+    n_workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if not worker or n_workers < 2 or not hasattr(os, "sched_setaffinity"):
+        return
+    cores = sorted(os.sched_getaffinity(0))
+    index = int(worker.removeprefix("gw"))
+    # more workers than cores (make test runs one more: the SLURM tests' worker mostly waits on
+    # time limits): workers share cores round-robin, one core each
+    share = cores[index % n_workers::n_workers] if len(cores) >= n_workers else [cores[index % len(cores)]]
+    os.sched_setaffinity(0, share)
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the xdist_group marks
 def pytest_collection_modifyitems(config, items):
-    """Tests marked `gpu` need CUDA: skipped (and said so) where there is none."""
+    """Tests marked `gpu` need CUDA: skipped (and said so) where there is none. For pytest-xdist's
+    --dist loadgroup: every test on the one SLURM cluster (a session fixture on fixed ports) runs
+    in one worker, and so does each module in ONE_WORKER_MODULES."""
     import torch
 
+    for item in items:
+        if "slurm" in item.keywords or "slurm_cluster" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("slurm"))
+        elif item.path.name in ONE_WORKER_MODULES:
+            item.add_marker(pytest.mark.xdist_group(item.path.stem))
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA device")

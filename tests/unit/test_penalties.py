@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from l2reg.model import ArticleCNN
-from l2reg.penalties import activation_penalty, norm_sum, uses, weight_penalty
+from l2reg.penalties import activation_penalty, norm_sum, reported_sq_norm, uses, weight_penalty
 
 
 @pytest.fixture
@@ -95,3 +95,19 @@ def test_loss_penalty_sums_the_terms_with_their_coefficients(model):
     expected = 2.5632 + 1e-4 * (3.0 * 1600 * 64 + fc2) + 18.0
     assert loss_penalty(params, [a1], coef).item() == pytest.approx(expected, rel=1e-6)
     assert loss_penalty(params, [a1], torch.zeros(len(TERMS))).item() == 0.0
+
+
+def test_reported_sq_norm_is_the_float64_sum_of_squares_whatever_the_thread_count():
+    # 3136 x 64 like the dense kernel: big enough that torch splits a float32 sum across threads
+    kernels = [torch.randn(64, 3136, generator=torch.Generator().manual_seed(0)), torch.randn(10, 64)]
+    exact = sum(float((k.double() ** 2).sum()) for k in kernels)
+    threads = torch.get_num_threads()
+    try:
+        values = set()
+        for n in (1, 2, 4):
+            torch.set_num_threads(n)
+            values.add(reported_sq_norm(kernels))
+    finally:
+        torch.set_num_threads(threads)
+    assert len(values) == 1
+    assert values.pop() == pytest.approx(exact, rel=1e-12)
