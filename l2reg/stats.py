@@ -21,9 +21,13 @@ Conventions (all tests at level ``SIGNIFICANCE`` = 0.05):
   equivalence  TOST: max(p of H0 mean d <= -m, p of H0 mean d >= m)  -> p_equivalent
   worse        H0: mean d >= 0   (alternative 'less')      -> p_worse
   above zero   H0: mean d <= 0   (alternative 'greater')   -> p_above_zero
-- Fewer than 2 pairs: not tested (p = NaN). Exact differences (sd <= 1e-9 * max(1, |dbar|), e.g. two
-  identical runs): no t-test; a one-sided p is 0 if dbar lies strictly on the alternative's side of mu0
-  (beyond the same tolerance) and 1 otherwise; a two-sided p is 0 unless dbar == mu0; the CI is [dbar, dbar].
+- Fewer than 2 pairs: not tested (p = NaN). Differences without spread (sd <= 1e-9 * max(1, |dbar|)):
+  the t statistic is undefined, so no test (p = NaN, which is never significant) and no CI (NaN). Such
+  ties come from accuracies measured in steps of one image (two seeds that both differ by exactly
+  -0.01 pp) or from arms that gave identical runs; neither is evidence of a mean known exactly.
+  (Until session 4 such differences were decided without a t-test, p 0 or 1: a partial report then
+  called a setting `equivalent` from 2 seeds that both differed by -0.01 pp. The change can only
+  remove findings, never create one.)
 - Holm: step-down adjusted p (:func:`holm`) over the tested members of the family; NaN is not a test.
 
 Distributions come from scipy (t, noncentral t, F via ``levene``); the arithmetic (Holm, Hedges' g,
@@ -150,28 +154,20 @@ def _is_exact(d: np.ndarray) -> bool:
 def one_sample_p(d, popmean: float, alternative: str = "two-sided") -> float:
     """p of the one-sample t-test of mean(d) against ``popmean`` (scipy ``ttest_1samp``).
 
-    n < 2: NaN. Exact differences (see the module docstring): 0 if mean(d) lies strictly on the
-    alternative's side of popmean, else 1 (two-sided: 0 unless mean(d) == popmean).
+    n < 2, or differences without spread (see the module docstring): NaN, not a test.
     """
     d = _clean(d)
-    if len(d) < 2:
+    if len(d) < 2 or _is_exact(d):
         return float("nan")
-    if _is_exact(d):
-        gap = d.mean() - popmean
-        if abs(gap) <= EXACT_TOLERANCE * max(1.0, abs(d.mean())):
-            return 1.0
-        holds = {"greater": gap > 0, "less": gap < 0, "two-sided": True}[alternative]
-        return 0.0 if holds else 1.0
     return float(sps.ttest_1samp(d, popmean, alternative=alternative).pvalue)
 
 
 def t_interval(d, confidence: float = CONFIDENCE) -> tuple[float, float]:
-    """Confidence interval of mean(d): dbar +- t_{n-1, (1+c)/2} sd / sqrt(n) (scipy); exact: [dbar, dbar]."""
+    """Confidence interval of mean(d): dbar +- t_{n-1, (1+c)/2} sd / sqrt(n) (scipy); NaN for n < 2 or
+    differences without spread (no t-interval exists)."""
     d = _clean(d)
-    if len(d) < 2:
+    if len(d) < 2 or _is_exact(d):
         return float("nan"), float("nan")
-    if _is_exact(d):
-        return float(d.mean()), float(d.mean())
     ci = sps.ttest_1samp(d, 0.0).confidence_interval(confidence)
     return float(ci.low), float(ci.high)
 

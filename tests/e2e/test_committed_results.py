@@ -83,6 +83,13 @@ def test_paired_statistics_are_what_scipy_computes_from_runs_csv(folder):
                     tests[column].append(float("nan"))
                 continue
             assert row.delta_pp == pytest.approx(d.mean(), abs=1e-9)
+            if np.ptp(d) <= 1e-9 * max(1.0, abs(d.mean())):  # ties without spread (README): no t-test, no CI
+                assert row.call in ("undecided", "diverged")
+                assert all(np.isnan(values[c]) for c in ("paired_ci_low_pp", "paired_ci_high_pp", "p_superior",
+                                                          "p_inferior", "p_equivalent", "p_worse", "p_above_zero"))
+                for column in tests:
+                    tests[column].append(float("nan"))
+                continue
             assert row.paired_sd_pp == pytest.approx(d.std(ddof=1))
             ci = sps.ttest_1samp(d, 0).confidence_interval(0.95)
             assert (row.paired_ci_low_pp, row.paired_ci_high_pp) == pytest.approx((ci.low, ci.high))

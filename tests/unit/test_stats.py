@@ -92,16 +92,25 @@ def test_paired_tests_match_scipy():
     assert got["p_superior"] == pytest.approx(sps.t.sf(t, 6)) == pytest.approx(0.1175, abs=1e-4)
 
 
-def test_exact_differences_are_decided_without_a_t_test():
-    d = (BASE + 0.2) - BASE  # +0.2 with float rounding noise of ~1e-14
-    got = paired_margin_tests(d, M)
-    assert got["p_superior"] == 0.0 and got["p_inferior"] == 1.0 and got["p_worse"] == 1.0
-    assert got["paired_ci_low_pp"] == got["paired_ci_high_pp"] == pytest.approx(0.2)
-    zero = paired_margin_tests(np.zeros(4), M)
-    assert zero["p_equivalent"] == 0.0 and zero["p_superior"] == 1.0 and zero["p_above_zero"] == 1.0
-    assert one_sample_p([0.3, 0.3], 0.0, "two-sided") == 0.0 and one_sample_p([0.0, 0.0], 0.0) == 1.0
-    assert np.isnan(one_sample_p([0.3], 0.0, "greater"))
-    assert accuracy_tests([d, np.zeros(4)], M)["call"].tolist() == ["better", "equivalent"]
+def test_differences_without_spread_are_no_test_at_all():
+    # ties of discrete accuracies: 2 seeds that both differ by exactly -0.01 pp (seen in a partial
+    # report, once called "equivalent"), +0.2 with float rounding noise, and identical arms
+    tied, d, zero = [-0.01, -0.01], (BASE + 0.2) - BASE, np.zeros(4)
+    for diffs in (tied, d, zero):
+        got = paired_margin_tests(diffs, M)
+        for key in ("p_superior", "p_inferior", "p_equivalent", "p_worse", "p_above_zero",
+                    "paired_ci_low_pp", "paired_ci_high_pp"):
+            assert np.isnan(got[key]), (diffs, key)
+        assert got["delta_pp"] == pytest.approx(np.mean(diffs)) and got["paired_n"] == len(diffs)
+    with pytest.warns(RuntimeWarning):  # what scipy itself says of such data: its p would be an artefact
+        sps.ttest_1samp(np.array(tied), 0.1, alternative="less")
+    assert np.isnan(one_sample_p([0.3, 0.3], 0.0, "two-sided")) and np.isnan(one_sample_p([0.3], 0.0, "greater"))
+    # a NaN p is not a test: never significant, left out of Holm, the call stays undecided
+    gains = [0.3, 0.35, 0.4, 0.32, 0.38, 0.31, 0.36]
+    family = accuracy_tests([tied, d, zero, gains], M)
+    assert family["call"].tolist() == ["undecided", "undecided", "undecided", "better"]
+    # Holm over the one real test of the four: its own p
+    assert family["p_superior_holm"].iloc[3] == pytest.approx(sps.ttest_1samp(gains, M, alternative="greater").pvalue)
 
 
 def test_each_call_from_a_constructed_family():
