@@ -53,14 +53,21 @@ def read_json(path: Path) -> Any:
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
+# What decides what a run computes: a change here (tracked, or a new untracked file) makes the
+# commit '+dirty'. Results, docs, tests and scripts do not change what runs.
+CODE_PATHS = ("l2reg", "cli", "conf", "pyproject.toml")
+
+
 def git_commit(folder: Path | None = None) -> str:
-    """The commit of the code that ran (with '+dirty' when the tree has changes), or 'unknown'."""
+    """The commit of the code that ran, with '+dirty' when the code (CODE_PATHS) differs from it:
+    tracked changes or new untracked files there; or 'unknown'. A tree whose only changes are
+    results (a sweep writing into a checkout) stays clean: l2reg.provenance records those."""
     folder = folder or Path(__file__).resolve().parent.parent
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True,
                                 timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=folder,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all", "--", *CODE_PATHS],
+                               cwd=folder, capture_output=True, text=True, timeout=10).stdout.strip()
         return commit + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"

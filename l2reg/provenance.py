@@ -32,7 +32,7 @@ def environment() -> dict:
 
 
 DIFF_CAP = 200_000  # characters of diff kept in sweep.json
-CODE_FOLDERS = ("l2reg", "cli", "conf")  # untracked files there change what runs: their content is kept
+CODE_FOLDERS = tuple(p for p in files.CODE_PATHS if "." not in p)  # untracked files there: their content is kept
 
 
 def _git(folder: Path, *args: str) -> str:
@@ -55,9 +55,13 @@ def git_state(folder: Path | None = None) -> dict:
         untracked = [name for name in _git(folder, "ls-files", "--others", "--exclude-standard").splitlines() if name]
     except (OSError, subprocess.SubprocessError):
         untracked = []
-    if commit.endswith("+dirty") or untracked:
+    try:  # any tracked change, code or not (the commit's '+dirty' speaks of the code only)
+        changed = bool(_git(folder, "status", "--porcelain", "--untracked-files=no").strip())
+    except (OSError, subprocess.SubprocessError):
+        changed = True
+    if commit.endswith("+dirty") or changed or untracked:
         try:
-            code = [*CODE_FOLDERS, "pyproject.toml"]
+            code = list(files.CODE_PATHS)
             diff = _git(folder, "diff", "HEAD", "--", *code)  # the code first: it is what the cap keeps
             for name in untracked:
                 if name.split("/")[0] in CODE_FOLDERS and len(diff) < DIFF_CAP:

@@ -192,6 +192,14 @@ def test_sweep_json_keeps_the_uncommitted_code(tmp_path):
     git("commit", "-q", "-m", "first")
     clean = git_state(tmp_path)
     assert clean == {"commit": files.git_commit(tmp_path)} and re.fullmatch(r"[0-9a-f]{40}", clean["commit"])
+    # a change outside the code (results, notes) leaves the commit clean, and is still recorded
+    (tmp_path / "notes.txt").write_text("results only\n")
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "run.json").write_text("{}")
+    outside = git_state(tmp_path)
+    assert outside["commit"] == clean["commit"] == files.git_commit(tmp_path)
+    assert "+results only" in outside["diff"] and outside["untracked"] == ["results/run.json"]
+    (tmp_path / "results" / "run.json").unlink()
     (tmp_path / "l2reg" / "model.py").write_text("WIDTH = 128\n")
     (tmp_path / "notes.txt").write_text("new\n")
     (tmp_path / "l2reg" / "extra.py").write_text("NEW = True\n")
