@@ -25,6 +25,8 @@ Conventions (all tests at level ``SIGNIFICANCE`` = 0.05):
   the t statistic is undefined, so no test (p = NaN, which is never significant) and no CI (NaN). Such
   ties come from accuracies measured in steps of one image (two seeds that both differ by exactly
   -0.01 pp) or from arms that gave identical runs; neither is evidence of a mean known exactly.
+  In Holm's family such a member still counts, as p = 1 (no evidence), so ties never make the family
+  smaller; the power calculations (seeds_needed) leave them out: there is no sd to plan with.
   (Until session 4 such differences were decided without a t-test, p 0 or 1: a partial report then
   called a setting `equivalent` from 2 seeds that both differed by -0.01 pp. The change can only
   remove findings, never create one.)
@@ -128,6 +130,17 @@ def holm(p_values) -> np.ndarray:
     return adjusted
 
 
+def holm_family(p_values, n_pairs) -> np.ndarray:
+    """Holm over a family whose members are the hypotheses with >= 2 pairs. A member without spread
+    (no t-test: p NaN, module docstring) counts as p = 1, no evidence, so a tie never shrinks the
+    family and never lowers another member's adjusted p; its own adjusted p stays NaN."""
+    p = np.asarray(p_values, dtype=float)
+    counted = np.where(np.isnan(p) & (np.asarray(n_pairs) >= 2), 1.0, p)
+    adjusted = holm(counted)
+    adjusted[np.isnan(p)] = np.nan
+    return adjusted
+
+
 def hedges_g(x, y) -> float:
     """Standardised mean difference (mean x - mean y) / s_pooled times 1 - 3 / (4 (n_x + n_y) - 9),
     s_pooled**2 = ((n_x - 1) s_x**2 + (n_y - 1) s_y**2) / (n_x + n_y - 2); NaN if undefined."""
@@ -213,23 +226,20 @@ def accuracy_tests(diffs: Sequence, margin: float) -> pd.DataFrame:
     table = pd.DataFrame([paired_margin_tests(d, margin) for d in diffs],
                          columns=[c for c in ACCURACY_TEST_COLUMNS if not c.endswith("_holm") and c != "call"])
     for column in ("p_superior", "p_equivalent", "p_worse", "p_above_zero"):
-        table[f"{column}_holm"] = holm(table[column]) if len(table) else []
+        table[f"{column}_holm"] = holm_family(table[column], table["paired_n"]) if len(table) else []
     table["call"] = [accuracy_call(row) for _, row in table.iterrows()]
     return table[ACCURACY_TEST_COLUMNS]
 
 
 def welch(x, y) -> dict:
     """Welch's unpaired t-test of mean x - mean y (scipy ``ttest_ind(equal_var=False)``), its 95 % CI,
-    and Hedges' g. Both arms without spread: the difference is exact (p 0 or 1, CI a point)."""
+    and Hedges' g. Both arms without spread: no test (NaN), as for the paired tests."""
     x, y = _clean(x), _clean(y)
     row = {"welch_ci_low_pp": float("nan"), "welch_ci_high_pp": float("nan"), "welch_p": float("nan"),
            "hedges_g": hedges_g(x, y)}
     if len(x) < 2 or len(y) < 2:
         return row
     if _is_exact(x) and _is_exact(y):
-        delta = float(x.mean() - y.mean())
-        row.update(welch_ci_low_pp=delta, welch_ci_high_pp=delta,
-                   welch_p=1.0 if abs(delta) <= EXACT_TOLERANCE * max(1.0, abs(x.mean())) else 0.0)
         return row
     result = sps.ttest_ind(x, y, equal_var=False)
     ci = result.confidence_interval(CONFIDENCE)
@@ -254,9 +264,9 @@ def seeds_needed(effect: float, sd: float, level: float, power: float = POWER,
     """Smallest n in 2..max_n with :func:`t_test_power` (n, effect, sd, level) >= power (power rises with
     n, so a bisection finds it). None when no finite n does it: effect <= 0 (the observed mean sits on
     the null boundary or on its wrong side), sd not > 0 (nothing to model), or n > max_n needed."""
-    if not (np.isfinite(effect) and np.isfinite(sd)) or effect <= 0 or sd <= 0:
+    if not (np.isfinite(effect) and np.isfinite(sd)) or effect <= 0 or sd <= EXACT_TOLERANCE * max(1.0, effect):
         return None
-    if t_test_power(max_n, effect, sd, level) < power:
+    if not t_test_power(max_n, effect, sd, level) >= power:  # NaN (scipy's nct beyond its range) included
         return None
     low, high = 1, max_n  # power(low) < target (or low < 2), power(high) >= target
     while high - low > 1:
@@ -520,12 +530,16 @@ def _context_rows(ctx_runs: pd.DataFrame, context, setting_cols: Sequence[str], 
         row.update(test.to_dict())
         if row["n_diverged"]:  # a setting that diverges in some seed is not "better": its survivors alone
             row["call"] = DIVERGED  # would hide the failures (declared rule, README)
-    for column in ("gap_p", "test_loss_p", "spread_p"):
-        adjusted = holm([row[column] for row in rows])
+    for column in ("gap_p", "test_loss_p"):  # the test loss is paired over the same seeds as the gap
+        adjusted = holm_family([row[column] for row in rows], [row["gap_n"] for row in rows])
         for row, value in zip(rows, adjusted):
             row[f"{column}_holm"] = float(value)
+    adjusted = holm([row["spread_p"] for row in rows])  # Brown-Forsythe: NaN only where it has no test
+    for row, value in zip(rows, adjusted):
+        row["spread_p_holm"] = float(value)
     feature_p = [row[f"{metric}_p_superior"] for row in rows for metric in FEATURE_METRICS]
-    adjusted = iter(holm(feature_p))
+    feature_n = [row[f"{metric}_n"] for row in rows for metric in FEATURE_METRICS]
+    adjusted = iter(holm_family(feature_p, feature_n))
     for row in rows:
         for metric in FEATURE_METRICS:
             row[f"{metric}_p_superior_holm"] = float(next(adjusted))
@@ -557,7 +571,7 @@ def _p(value) -> str:
     if value is None or not np.isfinite(value):
         return "n/a"
     if value == 0:
-        return "0 (exact differences)"
+        return "< 1e-300"  # a t-test's p below the smallest float
     return f"{value:.2g}" if value >= 1e-4 else f"{value:.1e}"
 
 
@@ -677,9 +691,23 @@ def accuracy_verdict(table: pd.DataFrame, margin: float) -> dict:
     return _claim(verdict, reasons, margin, seeds, ACCURACY_TESTS)
 
 
+def _with_spread(cells: pd.DataFrame, mean_col: str, sd_col: str) -> pd.DataFrame:
+    """The rows whose paired differences have spread (the tolerance of _is_exact)."""
+    sd = pd.to_numeric(cells[sd_col], errors="coerce")
+    return cells[sd > EXACT_TOLERANCE * np.maximum(1.0, pd.to_numeric(cells[mean_col], errors="coerce").abs())]
+
+
 def _seeds_for_margin(cells: pd.DataFrame, margin: float, k: int, mean_col: str, sd_col: str,
                       p_inferior_col: str) -> tuple[int | None, str]:
-    """seeds_needed and its sentence for a margin rule (accuracy, features); see accuracy_verdict."""
+    """seeds_needed and its sentence for a margin rule (accuracy, features); see accuracy_verdict.
+    Cells whose paired differences have no spread (ties) are left out: there is no sd to plan with."""
+    spread = _with_spread(cells, mean_col, sd_col)
+    if spread.empty:
+        return None, "no tested one has paired differences with spread yet (ties): no sd to plan the seeds with"
+    if len(spread) < len(cells):
+        seeds, why = _seeds_for_margin(spread, margin, k, mean_col, sd_col, p_inferior_col)
+        return seeds, why + (f" ({len(cells) - len(spread)} left out of this estimate: their paired differences "
+                             "have no spread yet)")
     best = cells.sort_values(mean_col, ascending=False).iloc[0]
     if best[mean_col] > margin:
         seeds = seeds_needed(best[mean_col] - margin, best[sd_col], SIGNIFICANCE / k)
@@ -781,7 +809,12 @@ def overfitting_verdict(table: pd.DataFrame, margin: float) -> dict:
         reasons.append("largest observed reduction: " + gap_line(best))
         if len(untested):
             reasons.append(f"{len(untested)} setting(s) could not be tested: {_names(untested)}")
-        if best["gap_delta_pp"] < -margin:
+        planned = _with_spread(tested, "gap_delta_pp", "gap_sd_pp")  # ties: no sd to plan with
+        if planned.empty:
+            seeds = None
+            reasons.append("no tested setting has paired gap changes with spread yet (ties): no sd to plan the "
+                           "seeds with")
+        elif (best := planned.sort_values("gap_delta_pp").iloc[0])["gap_delta_pp"] < -margin:
             seeds = seeds_needed(-best["gap_delta_pp"] - margin, best["gap_sd_pp"], SIGNIFICANCE / k)
             reasons.append(f"about {seeds} seeds per setting would show {best['name']}'s gap reduction beyond "
                            f"-{margin:g} pp with 80 % "
@@ -789,7 +822,7 @@ def overfitting_verdict(table: pd.DataFrame, margin: float) -> dict:
                            f"({_f(best['gap_sd_pp'], 3, False)} pp) were the truth" if seeds else
                            "no finite number of seeds up to 100000 shows the largest gap reduction")
         else:
-            open_rows = tested[~(tested["gap_p_above_margin"] < SIGNIFICANCE)]
+            open_rows = planned[~(planned["gap_p_above_margin"] < SIGNIFICANCE)]
             needs = [seeds_needed(row["gap_delta_pp"] + margin, row["gap_sd_pp"], SIGNIFICANCE)
                      for _, row in open_rows.iterrows()]
             seeds = None if not needs or any(n is None for n in needs) else max(needs)

@@ -17,6 +17,7 @@ from l2reg.stats import (
     draw_bootstrap_counts,
     hedges_g,
     holm,
+    holm_family,
     one_sample_p,
     paired_margin_tests,
     seeds_needed,
@@ -24,6 +25,7 @@ from l2reg.stats import (
     spread_seeds_needed,
     summary_columns,
     t_test_power,
+    welch,
 )
 
 COLS = ["alpha", "target", "form"]  # not the project's list: the module must not hard-code it
@@ -109,8 +111,9 @@ def test_differences_without_spread_are_no_test_at_all():
     gains = [0.3, 0.35, 0.4, 0.32, 0.38, 0.31, 0.36]
     family = accuracy_tests([tied, d, zero, gains], M)
     assert family["call"].tolist() == ["undecided", "undecided", "undecided", "better"]
-    # Holm over the one real test of the four: its own p
-    assert family["p_superior_holm"].iloc[3] == pytest.approx(sps.ttest_1samp(gains, M, alternative="greater").pvalue)
+    # Holm over a family of four: the three ties count as p = 1
+    assert family["p_superior_holm"].iloc[3] == pytest.approx(
+        4 * sps.ttest_1samp(gains, M, alternative="greater").pvalue)
 
 
 def test_each_call_from_a_constructed_family():
@@ -547,3 +550,17 @@ def test_verdict_json_is_plain_and_complete():
             assert claim["verdict"] in {"supported", "not supported", "inconclusive", "not tested"}
         assert [r["min_effect_pp"] for r in context["sensitivity"]] == list(S.SENSITIVITY_MARGINS_PP)
     assert back["contexts"]["lonely"]["claims"]["accuracy"]["verdict"] == "not tested"
+
+
+def test_a_tie_stays_in_holms_family_as_no_evidence_and_out_of_the_seed_planning():
+    gains = [0.25, 0.11, 0.3, 0.1, 0.19]  # raw p_superior 0.041: Holm over 2 members gives 0.081
+    family = accuracy_tests([gains, [0.0, 0.0]], M)
+    raw = sps.ttest_1samp(gains, M, alternative="greater").pvalue
+    assert family["p_superior"].iloc[0] == pytest.approx(raw) and 0.025 < raw < 0.05
+    assert family["p_superior_holm"].iloc[0] == pytest.approx(2 * raw)  # the tie counts as p = 1
+    assert np.isnan(family["p_superior_holm"].iloc[1])
+    assert family["call"].tolist() == ["smaller than margin", "undecided"]  # above zero (Holm 2 x p), not above m
+    assert holm_family([0.01, np.nan, np.nan], [5, 2, 1]) == pytest.approx([0.02, np.nan, np.nan], nan_ok=True)
+    # no sd to plan with: None, never the search's upper bound
+    assert seeds_needed(0.21, 1e-14, 0.025) is None and seeds_needed(0.03, 0.0, 0.05) is None
+    assert welch([99.0, 99.0], [98.9, 98.9])["welch_p"] != welch([99.0, 99.0], [98.9, 98.9])["welch_p"]  # NaN
