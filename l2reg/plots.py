@@ -149,6 +149,9 @@ def figures(runs: pd.DataFrame, histories: pd.DataFrame) -> dict:
     return made
 
 
+DODGE_DECADES = 0.025  # horizontal offset between the lines of the paired plot, in decades of alpha
+
+
 def paired_figure(summary: pd.DataFrame, min_effect_pp: float):
     """The paired gains of summary.csv (delta_pp, paired_ci_low_pp, paired_ci_high_pp) against alpha."""
     from matplotlib.figure import Figure
@@ -163,12 +166,16 @@ def paired_figure(summary: pd.DataFrame, min_effect_pp: float):
         ax.axhspan(-min_effect_pp, min_effect_pp, color="grey", alpha=0.15, label=f"+-m = {min_effect_pp:g} pp")
         if len(part):
             columns = _line_axes(part)
-            for key, group in part.groupby(columns, sort=True):
+            lines = list(part.groupby(columns, sort=True))
+            for i, (key, group) in enumerate(lines):
                 key = key if isinstance(key, tuple) else (key,)
                 group = group.sort_values("alpha")
                 low = (group["delta_pp"] - group["paired_ci_low_pp"]).clip(lower=0).fillna(0)
                 high = (group["paired_ci_high_pp"] - group["delta_pp"]).clip(lower=0).fillna(0)
-                ax.errorbar(group["alpha"], group["delta_pp"], yerr=[low, high], marker="o", capsize=3,
+                # each line a little to the side (DODGE_DECADES apart on the log axis) so that
+                # overlapping CIs of one alpha stay readable
+                dodge = 10 ** ((i - (len(lines) - 1) / 2) * DODGE_DECADES)
+                ax.errorbar(group["alpha"] * dodge, group["delta_pp"], yerr=[low, high], marker="o", capsize=3,
                             label=_label(key))
             ax.set_xscale("log")
             ax.legend(fontsize=6, title=", ".join(columns), title_fontsize=6)

@@ -436,10 +436,16 @@ def test_the_paired_gain_plot_draws_the_summarys_paired_numbers(tmp_path):
     summary = report.analysis.summary
     ax = paired_figure(summary, 0.1).axes[0]
     assert len(ax.containers) == 4 and len(ax.patches) == 1  # 2 targets x 2 schedules; the +-m band
+    offsets = {round(container.lines[0].get_xdata()[0] / summary["alpha"][summary["alpha"] > 0].min(), 9)
+               for container in ax.containers}
+    assert len(offsets) == 4  # no two lines drawn on top of each other
     for container in ax.containers:
         target, schedule = container.get_label().split(", ")
         rows = summary[(summary["target"] == target) & (summary["schedule"] == schedule)].sort_values("alpha")
         assert list(container.lines[0].get_ydata()) == pytest.approx(rows["delta_pp"].tolist())
+        # drawn at its alpha, moved aside by at most 1.5 dodges (4 lines): 10 ** (1.5 * 0.025) < 1.1
+        x = np.asarray(container.lines[0].get_xdata()) / rows["alpha"].to_numpy()
+        assert np.allclose(x, x[0]) and 1 / 1.1 < x[0] < 1.1
         # the error bars span the paired 95 % CI
         segments = container.lines[2][0].get_segments()
         assert [seg[0][1] for seg in segments] == pytest.approx(rows["paired_ci_low_pp"].tolist())
