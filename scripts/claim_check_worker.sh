@@ -7,6 +7,7 @@
 #   scripts/claim_check_worker.sh sync        # copy finished runs back here and rebuild the reports
 #   scripts/claim_check_worker.sh prepare     # only set up the worktree (the workers do it themselves)
 #
+# (experiment=controls-l1 writes into results/controls-literal/: its `name`.)
 # Every run of the claim check comes from one commit's training code (CLAIM_CHECK_COMMIT, the
 # commit its first runs used), so the runs train in a git worktree frozen at that commit
 # (CLAIM_CHECK_TREE), with this checkout's .venv. The worktree starts from this checkout's
@@ -16,34 +17,46 @@
 # order of the Makefile's claim-check target.
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
-commit="${CLAIM_CHECK_COMMIT:-fadefd8df815ff0e7e2c6d913435b59dbd87dbc0}"
+commit="$(git -C "$here" rev-parse --verify "${CLAIM_CHECK_COMMIT:-fadefd8df815ff0e7e2c6d913435b59dbd87dbc0}^{commit}")"
 tree="${CLAIM_CHECK_TREE:-$here/../l2sweep-claim-check}"
-export L2SWEEP_DATA="${L2SWEEP_DATA:-$(cd "$here/.." && pwd)/shared/data}"
+if [ -z "${L2SWEEP_DATA:-}" ]; then  # as the Makefile: ../shared/data where it exists, else ./data
+  if [ -d "$here/../shared/data/MNIST/raw" ]; then L2SWEEP_DATA="$(cd "$here/../shared/data" && pwd)"
+  else L2SWEEP_DATA="$here/data"; fi
+fi
+export L2SWEEP_DATA
 py="$here/.venv/bin/python"
 folders=(ablation controls-decay-pilot controls-decay controls-scope controls-literal controls-dropout
          controls-small-data)
 
-prepare() {
+prepare() {  # under a lock: two workers started together must not both create the worktree
+  exec 9> "$here/.git/claim-check.lock"
+  flock 9
   if [ ! -e "$tree/.git" ]; then
+    git -C "$here" worktree prune  # a registered worktree whose folder is gone
     git -C "$here" worktree add --detach "$tree" "$commit"
   fi
   [ "$(git -C "$tree" rev-parse HEAD)" = "$commit" ] || { echo "$tree is not at $commit" >&2; exit 2; }
-  for name in "${folders[@]}"; do  # resume from what is committed here (never overwrite newer runs there)
+  for name in "${folders[@]}"; do  # resume from what is committed here (never overwrite newer files there)
     if ls "$here/results/$name/runs/"*.json > /dev/null 2>&1; then
       mkdir -p "$tree/results/$name/runs"
-      cp -n "$here/results/$name/runs/"*.json "$tree/results/$name/runs/"
+      cp -n "$here/results/$name/runs/"*.json "$tree/results/$name/runs/" || true  # coreutils 9.2+: 1 on skips
+      [ -f "$here/results/$name/sweep.json" ] && { cp -n "$here/results/$name/sweep.json" "$tree/results/$name/" || true; }
     fi
   done
   # results are outputs: the commit's code would count changed result files as a dirty tree
   git -C "$tree" ls-files results/ | xargs -r git -C "$tree" update-index --skip-worktree
+  flock -u 9
 }
 
 sync_back() {
   for name in "${folders[@]}"; do
     ls "$tree/results/$name/runs/"*.json > /dev/null 2>&1 || continue
     mkdir -p "$here/results/$name/runs"
-    cp -p "$tree/results/$name/runs/"*.json "$here/results/$name/runs/"  # written atomically there
-    [ -f "$tree/results/$name/sweep.json" ] && cp -p "$tree/results/$name/sweep.json" "$here/results/$name/"
+    # run files are written atomically there (a dot-named temporary, then a rename): *.json never
+    # sees half a file; a committed run file is never replaced
+    cp -n -p "$tree/results/$name/runs/"*.json "$here/results/$name/runs/" || true
+    # sweep.json there started from the committed one (prepare) and only gained invocations
+    if [ -f "$tree/results/$name/sweep.json" ]; then cp -p "$tree/results/$name/sweep.json" "$here/results/$name/"; fi
     "$here/.venv/bin/l2sweep" report "$here/results/$name" > /dev/null
     echo "$name: $(ls "$here/results/$name/runs/"*.json | wc -l) runs, reports rebuilt"
   done
@@ -60,12 +73,14 @@ export PYTHONPATH="$tree"
 run() { echo "=== $(date -Is) [core $core] l2sweep run $*"; taskset -c "$core" "$py" -m cli.main run "$@" || true; }
 run experiment=ablation
 for name in controls-decay controls-scope controls-literal; do  # the default context's baselines: the main grid's
-  mkdir -p "results/$name/runs" && cp -n results/ablation/runs/baseline-s*-*.json "results/$name/runs/" 2>/dev/null || true
+  mkdir -p "results/$name/runs"
+  cp -n results/ablation/runs/baseline-s*-*.json "results/$name/runs/" 2>/dev/null || true
 done
 run experiment=controls-decay-pilot
 for scope in conv all; do
-  run experiment=controls-decay scope=$scope \
-    alpha="$(taskset -c "$core" "$py" scripts/choose_decay.py results/controls-decay-pilot --scope $scope)"
+  # its own statement, so that a failure (an unfinished pilot) stops this worker, as `make controls` does
+  decay="$(taskset -c "$core" "$py" scripts/choose_decay.py results/controls-decay-pilot --scope $scope)"
+  run experiment=controls-decay scope=$scope alpha="$decay"
 done
 for e in controls-scope controls-literal controls-l1 controls-dropout controls-small-data; do run experiment=$e; done
 echo "=== $(date -Is) [core $core] all done"
