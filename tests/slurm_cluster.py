@@ -365,3 +365,13 @@ def slurm_cluster_fixture(tmp_path_factory, cpus: int = 4):
         yield cluster
     finally:
         cluster.stop()
+
+
+def max_overlap(intervals: list[tuple[float, float]]) -> int:
+    """The most (start, end) intervals open at one time: how many jobs or runs ran at once."""
+    events = sorted([(s, 1) for s, _ in intervals] + [(e, -1) for _, e in intervals])  # an end sorts before a start
+    current = best = 0
+    for _, delta in events:
+        current += delta
+        best = max(best, current)
+    return best

@@ -26,6 +26,9 @@ from l2reg import executors
 from l2reg.cli import main as cli_main
 from l2reg.cli.main import app
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from slurm_cluster import max_overlap  # noqa: E402
+
 runner = CliRunner()
 L2SWEEP = str(Path(sys.executable).with_name("l2sweep"))
 QUICK = ["train.batch_size=64", "train.eval_batch_size=100", "train.compile=false"]
@@ -67,15 +70,6 @@ def reference(folder: Path, overrides: list[str]) -> dict[str, dict]:
     outcome = sweep.execute(planned, folder)
     assert not outcome.not_ok
     return run_files(folder)
-
-
-def max_overlap(intervals: list[tuple[float, float]]) -> int:
-    events = sorted([(s, 1) for s, _ in intervals] + [(e, -1) for _, e in intervals])  # an end sorts before a start
-    current = best = 0
-    for _, delta in events:
-        current += delta
-        best = max(best, current)
-    return best
 
 
 def intervals(records: dict[str, dict]) -> list[tuple[float, float]]:

@@ -24,7 +24,7 @@ import pytest
 import submitit
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from slurm_cluster import Cluster  # noqa: E402
+from slurm_cluster import Cluster, max_overlap  # noqa: E402
 
 pytestmark = pytest.mark.slurm
 
@@ -144,15 +144,6 @@ def signal_times(log: str) -> list[float]:
     """When submitit's handler caught USR2, from its log lines ("submitit WARNING (2026-01-02 03:04:05,678)")."""
     stamps = re.findall(r"\((\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\) - Caught signal SIGUSR2", log)
     return [datetime.strptime(t, "%Y-%m-%d %H:%M:%S,%f").timestamp() for t in stamps]
-
-
-def max_overlap(intervals: list[tuple[float, float]]) -> int:
-    events = sorted([(s, 1) for s, _ in intervals] + [(e, -1) for _, e in intervals])  # an end sorts before a start
-    current = best = 0
-    for _, delta in events:
-        current += delta
-        best = max(best, current)
-    return best
 
 
 # ---- tests ----
