@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # MNIST: this project's machines keep the four raw files in ../shared/data (read-only).
 export L2SWEEP_DATA ?= $(if $(wildcard ../shared/data/MNIST/raw),$(abspath ../shared/data),$(CURDIR)/data)
 
-.PHONY: help install test lint smoke ablation controls claim-check ablation-quick ablation-quick-12 report bench bench-launchers device-kit clean
+.PHONY: help install test lint smoke ablation controls claim-check overview ablation-quick ablation-quick-12 report bench bench-launchers device-kit clean
 
 help: ## show this list
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-18s %s\n", $$1, $$2}'
@@ -60,6 +60,13 @@ controls: install ## the controls of the claim check -> results/controls-*/
 	$(BIN)/l2sweep run experiment=controls-small-data
 
 claim-check: ablation controls ## the whole claim check: the main grid, then the controls
+	$(MAKE) overview
+
+# the claim check's folders with evidence (the decay pilot only chooses decay values: not evidence)
+CLAIM_CHECK_FOLDERS := ablation controls-decay controls-scope controls-literal controls-dropout controls-small-data
+
+overview: install ## the claim check at a glance (no training): a row per folder and regime -> results/claim-check.md
+	$(BIN)/l2sweep overview $(addprefix results/,$(CLAIM_CHECK_FOLDERS)) --out results/claim-check.md
 
 ablation-quick: install ## a smaller claim check for a 2-core CPU (< 30 min) -> results/ablation-quick/
 	$(BIN)/l2sweep run experiment=ablation-quick

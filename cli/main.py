@@ -421,6 +421,32 @@ def report(
         _show(report_, results_dir)
 
 
+OVERVIEW_HELP = """The claim check at a glance: a markdown table with a row per results folder and context
+(the main grid and each control): its regime, runs done of planned, each claim's verdict and the
+highest paired gain in test accuracy with its 95 % CI. Read from the reports `l2sweep report`
+wrote; recomputes nothing; a folder not started or with a report older than its runs says so.
+Printed, and written to --out when given.
+
+Example: l2sweep overview results/ablation results/controls-* --out results/claim-check.md
+"""
+
+
+@app.command(help=OVERVIEW_HELP)
+def overview(
+    results_dirs: list[Path] = typer.Argument(..., help="Results folders, e.g. results/ablation results/controls-*"),
+    out_file: Optional[Path] = typer.Option(None, "--out", help="Also write the table to this markdown file."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks of errors."),
+) -> None:
+    from l2reg.overview import OverviewError, write_overview
+
+    with _unexpected_errors(debug):
+        try:
+            text = write_overview(results_dirs, out_file)
+        except OverviewError as error:
+            _fail(str(error), error, debug)
+        typer.echo(text)  # plain markdown, never wrapped or styled by the console
+
+
 STATUS_HELP = """Where each run of a results folder stands: done, running, queued, failed or not started, from
 its run file (runs/*.json), its lock (a run training on this host) and, for runs submitted with
 launcher=slurm (jobs.json), the scheduler (squeue; no accounting needed). A SLURM job that ended

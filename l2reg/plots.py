@@ -6,10 +6,14 @@
 - test_acc_vs_alpha.png: mean test accuracy against alpha (log axis) with 95 % CI bars (t), a line
   per combination of the other setting axes (target, norm, schedule, form, scope: those that
   vary), the baseline as a band (its mean and 95 % CI); one panel per context;
+  in every plot the first varying axis (usually target) sets a line's colour, the second (usually
+  schedule) its line style and a third its marker, the same in every file, and the lines of one
+  alpha are moved a little aside (DODGE_DECADES) so that their CIs stay readable;
 - gap_vs_alpha.png: the train-minus-test accuracy gap (overfitting), drawn the same way;
 - spread_vs_alpha.png: the seed-to-seed sd of test accuracy (stability), baseline as a line;
 - features_vs_alpha.png: a panel per feature metric (probe accuracies, noisy-input accuracies);
-- val_acc_per_epoch.png: mean validation accuracy per epoch, a line per setting.
+- val_acc_per_epoch.png: mean validation accuracy per epoch, a panel per alpha (rows: contexts),
+  a line per combination of the other axes and the baseline in black in each panel.
 """
 
 from __future__ import annotations
@@ -49,7 +53,42 @@ def _label(key: tuple) -> str:
     return ", ".join(str(v) for v in key)
 
 
-def _versus_alpha(ax, ok: pd.DataFrame, column: str, ylabel: str, statistic: str = "mean") -> None:
+COLOURS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive",
+           "tab:cyan", "tab:grey")
+LINE_STYLES = ("-", "--", ":", "-.")
+MARKERS = ("o", "s", "^", "D", "v", "P", "X")
+DODGE_DECADES = 0.025  # horizontal offset between the lines of one alpha, in decades of alpha
+
+
+def _styles(keys: list[tuple]) -> dict[tuple, dict]:
+    """Matplotlib style per line key (a tuple of the varying axes' values): the first value picks the
+    colour, the second the line style, the third the marker, each by its rank among the sorted
+    values of that position, so one target keeps its colour in every plot of a report."""
+    styles = {key: {} for key in keys}
+    for position, palette, name in ((0, COLOURS, "color"), (1, LINE_STYLES, "linestyle"), (2, MARKERS, "marker")):
+        values = sorted({key[position] for key in keys if len(key) > position}, key=str)
+        for key in keys:
+            if len(key) > position:
+                styles[key][name] = palette[values.index(key[position]) % len(palette)]
+    for key in keys:
+        styles[key].setdefault("marker", "o")
+    return styles
+
+
+def _dodge(index: int, count: int) -> float:
+    """The factor that moves line `index` of `count` aside on a log alpha axis (1.0 for one line)."""
+    return 10 ** ((index - (count - 1) / 2) * DODGE_DECADES)
+
+
+def _legend(ax, title: str) -> None:
+    """The legend outside the panel, on its right (never over the data)."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, title=title, title_fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0),
+                  borderaxespad=0.0)
+
+
+def _versus_alpha(ax, ok: pd.DataFrame, column: str, ylabel: str, statistic: str = "mean",
+                  legend: bool = True) -> None:
     """Lines against alpha for one context's ok runs: mean with 95 % CI bars (statistic="mean"),
     or the seed-to-seed sd (statistic="sd"); the baseline as a band or a line."""
     base = ok[ok["alpha"] == 0][column].dropna().astype(float)
@@ -62,8 +101,10 @@ def _versus_alpha(ax, ok: pd.DataFrame, column: str, ylabel: str, statistic: str
             ax.axhline(base.std(ddof=1), color="grey", linewidth=2, label="baseline (alpha=0)")
     regularized = ok[ok["alpha"] != 0]
     columns = _line_axes(regularized)
-    for key, group in regularized.groupby(columns, sort=True):
-        key = key if isinstance(key, tuple) else (key,)
+    lines = [(key if isinstance(key, tuple) else (key,), group)
+             for key, group in regularized.groupby(columns, sort=True)]
+    styles = _styles([key for key, _ in lines])
+    for index, (key, group) in enumerate(lines):
         points = []
         for alpha, g in group.groupby("alpha"):
             values = g[column].dropna().astype(float)
@@ -74,14 +115,14 @@ def _versus_alpha(ax, ok: pd.DataFrame, column: str, ylabel: str, statistic: str
         if not points:
             continue
         alphas, values, halves = zip(*sorted(points))
-        ax.errorbar(alphas, values, yerr=halves if statistic == "mean" else None, marker="o", capsize=3,
-                    label=_label(key))
+        ax.errorbar(np.asarray(alphas) * _dodge(index, len(lines)), values,
+                    yerr=halves if statistic == "mean" else None, capsize=3, label=_label(key), **styles[key])
     ax.set_xscale("log")
     ax.set_xlabel("alpha (penalty coefficient, log scale)")
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=6, title=", ".join(columns), title_fontsize=6)
+    if legend:
+        _legend(ax, ", ".join(columns))
 
 
 def _context_figure(ok: pd.DataFrame, draw, title: str):
@@ -89,7 +130,7 @@ def _context_figure(ok: pd.DataFrame, draw, title: str):
     from matplotlib.figure import Figure
 
     contexts = sorted(ok["context"].unique(), key=str) or [""]
-    fig = Figure(figsize=(8, 4.5 * len(contexts)))
+    fig = Figure(figsize=(10, 4.5 * len(contexts)))
     panels = fig.subplots(len(contexts), 1, squeeze=False)[:, 0]
     for ax, context in zip(panels, contexts):
         draw(ax, ok[ok["context"] == context])
@@ -120,36 +161,53 @@ def figures(runs: pd.DataFrame, histories: pd.DataFrame) -> dict:
             ax = panels[row, col]
             part = ok[ok["context"] == context]
             if part[metric].notna().any():
-                _versus_alpha(ax, part, metric, f"{metric} (%), mean, 95 % CI")
+                # one legend per context row, beside its last panel
+                _versus_alpha(ax, part, metric, f"{metric} (%), mean, 95 % CI",
+                              legend=col == len(FEATURE_PANELS) - 1)
             else:
                 ax.text(0.5, 0.5, "not measured", ha="center", va="center", transform=ax.transAxes)
             ax.set_title(metric + (f" [{context}]" if len(contexts) > 1 else ""), fontsize=8)
     made[PLOTS[3]] = fig
 
-    fig = Figure(figsize=(8, 5))
-    ax = fig.subplots()
-    hist = histories[histories["run_id"].isin(set(ok["run_id"]))]
-    named = _line_axes(ok[ok["alpha"] != 0])  # the axes that vary name the lines, as in the other plots
-    for key, group in hist.groupby(["context", *axes.SETTING_COLUMNS], sort=True, dropna=False):
-        curve = group.groupby("epoch")["val_acc"].mean()
-        setting = dict(zip(["context", *axes.SETTING_COLUMNS], key))
-        label = "baseline" if setting["alpha"] == 0 else ", ".join(
-            [f"alpha={setting['alpha']:g}"] + [str(setting[c]) for c in named])
-        if len(contexts) > 1:
-            label += f" [{setting['context']}]"
-        ax.plot(curve.index, curve.values, marker=".", label=label,
-                **({"color": "black", "linewidth": 2} if setting["alpha"] == 0 else {}))
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("validation accuracy (%), mean over seeds")
-    ax.set_title("Validation accuracy per epoch")
-    ax.grid(alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=5, ncol=2)
-    made[PLOTS[4]] = fig
+    made[PLOTS[4]] = _validation_figure(ok, histories, contexts)
     return made
 
 
-DODGE_DECADES = 0.025  # horizontal offset between the lines of the paired plot, in decades of alpha
+def _validation_figure(ok: pd.DataFrame, histories: pd.DataFrame, contexts: list):
+    """Mean validation accuracy per epoch: a panel per alpha (a row per context), a line per
+    combination of the other varying axes, the baseline in black in every panel."""
+    from matplotlib.figure import Figure
+
+    hist = histories[histories["run_id"].isin(set(ok["run_id"]))]  # with the setting columns
+    alphas = sorted(a for a in ok["alpha"].unique() if a != 0) or [0.0]
+    named = _line_axes(ok[ok["alpha"] != 0])
+    fig = Figure(figsize=(3.6 * len(alphas) + 2.5, 3.6 * len(contexts)))
+    panels = fig.subplots(len(contexts), len(alphas), squeeze=False, sharey="row")
+    for row, context in enumerate(contexts):
+        part = hist[hist["context"] == context]
+        base = part[part["alpha"] == 0].groupby("epoch")["val_acc"].mean()
+        regularized = part[part["alpha"] != 0]
+        keys = sorted({tuple(k) for k in regularized[named].drop_duplicates().itertuples(index=False)}, key=str)
+        styles = _styles(keys)
+        for col, alpha in enumerate(alphas):
+            ax = panels[row, col]
+            if len(base):
+                ax.plot(base.index, base.values, color="black", linewidth=2, label="baseline (alpha=0)")
+            here = regularized[regularized["alpha"] == alpha]
+            for key, group in here.groupby(named, sort=True):
+                key = key if isinstance(key, tuple) else (key,)
+                curve = group.groupby("epoch")["val_acc"].mean()
+                ax.plot(curve.index, curve.values, label=_label(key), **styles[key])
+            ax.set_title(f"alpha={alpha:g}" + (f" [{context}]" if len(contexts) > 1 else ""), fontsize=8)
+            ax.set_xlabel("epoch")
+            ax.grid(alpha=0.3)
+            if col == 0:
+                ax.set_ylabel("validation accuracy (%),\nmean over seeds")
+            if col == len(alphas) - 1:
+                _legend(ax, ", ".join(named))
+    fig.suptitle("Validation accuracy per epoch", fontsize=9)
+    return fig
+
 
 
 def paired_figure(summary: pd.DataFrame, min_effect_pp: float):
@@ -158,7 +216,7 @@ def paired_figure(summary: pd.DataFrame, min_effect_pp: float):
 
     tested = summary[(summary["alpha"] != 0) & summary["delta_pp"].notna()]
     contexts = sorted(summary["context"].unique(), key=str) or [""]
-    fig = Figure(figsize=(8, 4.5 * len(contexts)))
+    fig = Figure(figsize=(10, 4.5 * len(contexts)))
     panels = fig.subplots(len(contexts), 1, squeeze=False)[:, 0]
     for ax, context in zip(panels, contexts):
         part = tested[tested["context"] == context]
@@ -166,19 +224,19 @@ def paired_figure(summary: pd.DataFrame, min_effect_pp: float):
         ax.axhspan(-min_effect_pp, min_effect_pp, color="grey", alpha=0.15, label=f"+-m = {min_effect_pp:g} pp")
         if len(part):
             columns = _line_axes(part)
-            lines = list(part.groupby(columns, sort=True))
+            lines = [(key if isinstance(key, tuple) else (key,), group)
+                     for key, group in part.groupby(columns, sort=True)]
+            styles = _styles([key for key, _ in lines])
             for i, (key, group) in enumerate(lines):
-                key = key if isinstance(key, tuple) else (key,)
                 group = group.sort_values("alpha")
                 low = (group["delta_pp"] - group["paired_ci_low_pp"]).clip(lower=0).fillna(0)
                 high = (group["paired_ci_high_pp"] - group["delta_pp"]).clip(lower=0).fillna(0)
                 # each line a little to the side (DODGE_DECADES apart on the log axis) so that
                 # overlapping CIs of one alpha stay readable
-                dodge = 10 ** ((i - (len(lines) - 1) / 2) * DODGE_DECADES)
-                ax.errorbar(group["alpha"] * dodge, group["delta_pp"], yerr=[low, high], marker="o", capsize=3,
-                            label=_label(key))
+                ax.errorbar(group["alpha"] * _dodge(i, len(lines)), group["delta_pp"], yerr=[low, high], capsize=3,
+                            label=_label(key), **styles[key])
             ax.set_xscale("log")
-            ax.legend(fontsize=6, title=", ".join(columns), title_fontsize=6)
+            _legend(ax, ", ".join(columns))
         ax.set_xlabel("alpha (penalty coefficient, log scale)")
         ax.set_ylabel("test accuracy gain over the baseline (pp),\npaired by seed, 95 % CI")
         ax.grid(alpha=0.3)
@@ -201,7 +259,8 @@ def write_plots(runs: pd.DataFrame, histories: pd.DataFrame, folder: Path, summa
         # matplotlib.figure.Figure needs no pyplot, so no GUI backend is ever touched (headless-safe)
         buffer = io.BytesIO()
         fig.tight_layout()
-        fig.savefig(buffer, format="png", dpi=100)
+        # bbox "tight": the legends sit outside the panels, on their right
+        fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
         write_bytes_atomic(folder / name, buffer.getvalue())
         written.append(folder / name)
     return written

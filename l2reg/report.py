@@ -319,23 +319,39 @@ def _features_table(rows: pd.DataFrame, varying: list[str]) -> str:
     return _table(pd.DataFrame(columns))
 
 
-def by_axis(rows: pd.DataFrame, varying: list[str]) -> list[str]:
-    """One line per setting axis that varies: for each of its values, the settings' mean paired
-    gain, the best one, and their calls (a reading aid: the tests are the rows above)."""
-    lines = []
+def by_axis(rows: pd.DataFrame, varying: list[str]) -> str:
+    """A row per value of each setting axis that varies, over the settings with that value: the
+    mean and best paired accuracy gain and the calls (accuracy), the mean change of the train-test
+    gap (overfitting), the median sd ratio (stability) and the mean paired gain of each feature
+    metric (features). A reading aid on what each part of the penalty does: the tests are the
+    per-setting rows of each claim's table."""
+    table = []
     for col in varying:
-        parts = []
+        others = [c for c in varying if c != col]
         for value, group in rows.groupby(col, sort=True):
-            best = group.sort_values("delta_pp", ascending=False).iloc[0]
-            others = [c for c in varying if c != col]
+            best = group.loc[group["delta_pp"].idxmax()] if group["delta_pp"].notna().any() else None
             calls = ", ".join(f"{count} {call}" for call, count in group["call"].value_counts().items())
-            shown = f"{value:g}" if col == "alpha" else str(value)
-            mean_gain = _fmt(group["delta_pp"].mean(), 3, True)
-            parts.append(f"**{shown}**: {len(group)} setting(s), mean gain {mean_gain} pp, "
-                         f"best {_fmt(best['delta_pp'], 3, True)} pp"
-                         + (f" ({_setting_name(best, others)})" if others else "") + f"; calls: {calls}")
-        lines.append(f"- by {col}: " + "; ".join(parts) + ".")
-    return lines
+            table.append({
+                "axis": col,
+                "value": f"{value:g}" if col == "alpha" else str(value),
+                "settings": str(len(group)),
+                "accuracy gain pp, mean": _fmt(group["delta_pp"].mean(), 3, True),
+                "best (setting)": "-" if best is None else _fmt(best["delta_pp"], 3, True)
+                + (f" ({_setting_name(best, others)})" if others else ""),
+                "calls": calls,
+                "gap change pp, mean": _fmt(group["gap_delta_pp"].mean(), 3, True),
+                "sd ratio, median": _fmt(group["spread_ratio"].median(), 2),
+                **{f"{metric} gain pp, mean": _fmt(group[f"{metric}_delta_pp"].mean(), 2, True)
+                   if f"{metric}_delta_pp" in group else "-" for metric in stats.FEATURE_METRICS},
+            })
+    return _table(pd.DataFrame(table))
+
+
+def regime_text(run_row) -> str:
+    """A context's training regime in words, from one of its rows of runs.csv."""
+    return (f"{_value(run_row['epochs'], 'd')} epoch(s), dropout {_value(run_row['dropout'], 'g')}, "
+            + (f"{_value(run_row['train_size'], 'd')} training images drawn per seed"
+               if _value(run_row["train_size"]) != "?" else "all training images"))
 
 
 def _context_section(context: str, runs: pd.DataFrame, analysis: stats.Analysis, paths: dict,
@@ -347,10 +363,7 @@ def _context_section(context: str, runs: pd.DataFrame, analysis: stats.Analysis,
     ctx_runs = runs[runs["context"] == context]
     varying = _varying(summary)
     seeds = sorted({int(s) for s in ctx_runs["seed"]})
-    first = ctx_runs.iloc[0]
-    regime = (f"{_value(first['epochs'], 'd')} epoch(s), dropout {_value(first['dropout'], 'g')}, "
-              + (f"{_value(first['train_size'], 'd')} training images drawn per seed" if _value(first["train_size"])
-                 != "?" else "all training images"))
+    regime = regime_text(ctx_runs.iloc[0])
     constant = [f"{c}={rows[c].iloc[0]}" for c in axes.SETTING_COLUMNS
                 if c not in varying and c != "alpha" and len(rows) and rows[c].nunique() == 1]
     path = paths[context]
@@ -390,7 +403,12 @@ def _context_section(context: str, runs: pd.DataFrame, analysis: stats.Analysis,
                                    "equivalent": [str(r["equivalent"]) for r in sens],
                                    "worse": [str(r["worse"]) for r in sens]})), ""]
     if len(rows) > 1:
-        lines += [f"{heading} By axis, at a glance", "", *by_axis(rows, varying), ""]
+        lines += [f"{heading} By axis, at a glance", "",
+                  "Each axis value over the settings that have it (means of the per-setting paired "
+                  "differences; a reading aid: the decisions are the per-setting tests of each claim). Gap "
+                  "change: train-test gap of the setting minus the baseline's (negative = less overfitting); "
+                  "sd ratio: seed-to-seed sd of test accuracy over the baseline's (below 1 = steadier); "
+                  "feature gains: paired, in pp.", "", by_axis(rows, varying), ""]
     for claim, table in (("overfitting", _overfitting_table(rows, varying)),
                          ("stability", _stability_table(rows, varying,
                                                         base["std_acc"].iloc[0] if len(base) else float("nan"))),

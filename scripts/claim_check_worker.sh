@@ -4,7 +4,8 @@
 #
 #   nohup scripts/claim_check_worker.sh 1 >> ../claim-check-core1.log 2>&1 &   # a worker on core 1
 #   nohup scripts/claim_check_worker.sh 0 >> ../claim-check-core0.log 2>&1 &   # and one on core 0
-#   scripts/claim_check_worker.sh sync        # copy finished runs back here and rebuild the reports
+#   scripts/claim_check_worker.sh sync        # copy finished runs back here, rebuild the reports and
+#                                             # results/claim-check.md (make overview)
 #   scripts/claim_check_worker.sh prepare     # only set up the worktree (the workers do it themselves)
 #
 # (experiment=controls-l1 writes into results/controls-literal/: its `name`.)
@@ -63,7 +64,8 @@ sync_back() {
 }
 
 case "${1:-}" in
-  sync) sync_back; exit 0 ;;
+  sync) sync_back; make -C "$here" --no-print-directory overview > /dev/null
+        echo "results/claim-check.md rebuilt"; exit 0 ;;
   prepare) prepare; echo "$tree: at $commit, committed runs copied in"; exit 0 ;;
 esac
 core="${1:?usage: $0 CORE | prepare | sync}"

@@ -10,7 +10,7 @@ import pytest
 from scipy import stats as sps
 
 from l2reg import axes, files, stats
-from l2reg.plots import PLOTS, figures
+from l2reg.plots import DODGE_DECADES, FEATURE_PANELS, PLOTS, figures
 from l2reg.report import (
     Loaded,
     Report,
@@ -375,14 +375,48 @@ def test_plots_have_a_series_per_target_and_schedule_and_a_baseline_band(tmp_pat
         "both, constant", "both, exponential(gamma=1)", "weights, constant", "weights, exponential(gamma=1)"]
     assert accuracy.get_xscale() == "log"
     assert len(accuracy.patches) == 1  # the baseline band
+    offsets = set()
     for container in accuracy.containers:
-        assert list(container.lines[0].get_xdata()) == [1e-4, 1e-3]
-    assert len(made["val_acc_per_epoch.png"].axes[0].lines) == 1 + 8  # baseline + 8 settings
-    assert len(made["gap_vs_alpha.png"].axes[0].containers) == 4
+        # drawn at its alphas, moved aside by one factor per line (at most 1.5 dodges of 4 lines)
+        x = np.asarray(container.lines[0].get_xdata()) / np.array([1e-4, 1e-3])
+        assert np.allclose(x, x[0]) and 10 ** (-1.5 * DODGE_DECADES) - 1e-12 <= x[0] <= 10 ** (1.5 * DODGE_DECADES)
+        offsets.add(round(x[0], 9))
+    assert len(offsets) == 4
+    # colour = target, line style = schedule: the same target keeps its colour, a schedule its style
+    style = {c.get_label(): (c.lines[0].get_color(), c.lines[0].get_linestyle()) for c in accuracy.containers}
+    assert style["both, constant"][0] == style["both, exponential(gamma=1)"][0] != style["weights, constant"][0]
+    assert style["both, constant"][1] == style["weights, constant"][1] == "-"
+    assert style["both, exponential(gamma=1)"][1] == style["weights, exponential(gamma=1)"][1] == "--"
+    assert accuracy.get_legend() is not None
+    validation = made["val_acc_per_epoch.png"].axes
+    assert [ax.get_title() for ax in validation] == ["alpha=0.0001", "alpha=0.001"]  # a panel per alpha
+    for ax in validation:
+        assert len(ax.lines) == 1 + 4  # the baseline + 2 targets x 2 schedules
+        assert ax.lines[0].get_label() == "baseline (alpha=0)" and ax.lines[0].get_color() == "black"
+    assert [ax.get_legend() is not None for ax in validation] == [False, True]
+    gap = made["gap_vs_alpha.png"].axes[0]
+    assert len(gap.containers) == 4
+    assert {c.get_label(): (c.lines[0].get_color(), c.lines[0].get_linestyle()) for c in gap.containers} == style
     spread = made["spread_vs_alpha.png"].axes[0]
     assert len(spread.containers) == 4 and len(spread.lines) >= 1  # the baseline's sd as a line
     features = made["features_vs_alpha.png"].axes
     assert len(features) == 5 and all(ax.texts[0].get_text() == "not measured" for ax in features)
+
+
+def test_feature_panels_share_one_legend_per_context(tmp_path):
+    records = []
+    for seed in range(3):
+        for alpha, target in ((0.0, "both"), (1e-4, "weights"), (1e-4, "both"), (1e-3, "both")):
+            records.append(record(f"{target}-{alpha}-{seed}", setting_of(alpha, target), seed, 9900 + seed,
+                                  features={m: 90.0 + seed + 1000 * alpha for m in FEATURE_PANELS}))
+    write(tmp_path, records)
+    loaded = load_records(tmp_path).records
+    features = figures(runs_frame(loaded), histories_frame(loaded))["features_vs_alpha.png"].axes
+    assert len(features) == len(FEATURE_PANELS)
+    assert [ax.get_legend() is not None for ax in features] == [False] * (len(FEATURE_PANELS) - 1) + [True]
+    for ax in features:
+        assert sorted(c.get_label() for c in ax.containers) == ["both", "weights"]
+        assert len(ax.patches) == 1  # the baseline band
 
 
 def test_each_context_is_its_own_family_in_every_output(tmp_path, monkeypatch):
@@ -450,3 +484,111 @@ def test_the_paired_gain_plot_draws_the_summarys_paired_numbers(tmp_path):
         segments = container.lines[2][0].get_segments()
         assert [seg[0][1] for seg in segments] == pytest.approx(rows["paired_ci_low_pp"].tolist())
         assert [seg[1][1] for seg in segments] == pytest.approx(rows["paired_ci_high_pp"].tolist())
+
+
+def data_set(folder, gains, seeds=6, extra_planned=()):
+    """A results folder of the baseline and settings A (1e-4) and B (1e-3) with the given GAINS, its
+    sweep.json planning its runs and `extra_planned` more."""
+    records = []
+    for seed, base in enumerate(BASE_CORRECT[:seeds]):
+        records += [record(f"baseline-s{seed}", setting_of(0.0), seed, base),
+                    record(f"both-a0.0001-s{seed}", setting_of(1e-4), seed, base + gains[0][seed]),
+                    record(f"both-a0.001-s{seed}", setting_of(1e-3), seed, base + gains[1][seed])]
+    write(folder, records)
+    files.write_json_atomic(folder / "sweep.json", {"invocations": [
+        {"planned_runs": [r["run_id"] for r in records] + list(extra_planned)}]})
+    return records
+
+
+def test_the_overview_tabulates_each_folders_verdicts_and_says_what_is_missing(tmp_path):
+    from l2reg.overview import folder_rows, write_overview
+
+    main, control, unreported = tmp_path / "ablation", tmp_path / "controls-a", tmp_path / "controls-b"
+    data_set(main, GAINS["supported"], extra_planned=["both-a0.01-s0", "both-a0.01-s1"])
+    data_set(control, GAINS["not supported"])
+    data_set(unreported, GAINS["inconclusive"], seeds=2)
+    summary = write_reports(main).analysis.summary
+    write_reports(control)
+    out = tmp_path / "docs" / "claim-check.md"
+    text = write_overview([main, control, unreported, tmp_path / "controls-c"], out)
+    assert out.read_text() == text
+    lines = [line for line in text.splitlines() if line.startswith("| ")][1:]  # the header row left out
+    assert len(lines) == 4
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in lines]
+    assert cells[0][0] == f"[{main}](../ablation/report.md)"  # relative to the markdown's folder
+    assert cells[0][1] == "2 epoch(s), dropout 0.5, all training images"
+    assert cells[0][2] == "18 of 20 (18 ok)"
+    assert cells[0][3] == "**supported**" and cells[1][3] == "**not supported**"
+    best = summary.loc[summary["delta_pp"].idxmax()]
+    assert best["alpha"] == 1e-4 and best["delta_pp"] == pytest.approx(0.5)
+    assert cells[0][7] == (f"alpha=0.0001: +0.500 pp [{best['paired_ci_low_pp']:+.3f}, "
+                           f"{best['paired_ci_high_pp']:+.3f}], n = 6")
+    assert cells[1][2] == "18 of 18 (18 ok)" and cells[1][8] == ""
+    assert cells[2][0] == str(unreported) and cells[2][2] == "6 of 6"
+    assert cells[2][8] == f"no report yet: `l2sweep report {unreported}`"
+    assert cells[3][8] == "not started" and cells[3][3] == "-"
+    # a run finished after the report: the row says its report is stale
+    write(control, [record("both-a0.01-s0", setting_of(1e-2), 0, 9800)])
+    [row] = folder_rows(control)
+    assert row.note == f"stale: the report covers 18 runs, runs/ holds 19: `l2sweep report {control}`"
+
+
+def test_the_overview_gives_each_context_its_own_row(tmp_path):
+    from l2reg.overview import folder_rows
+
+    for dropout, context in ((0.5, CONTEXT), (0.0, "epochs=2,train_limit=None,dropout=0-def456")):
+        for seed, base in enumerate(BASE_CORRECT):
+            tag = "" if dropout == 0.5 else "-dropout0"
+            write(tmp_path, [record(f"baseline{tag}-s{seed}", setting_of(0.0), seed, base, context=context,
+                                    dropout=dropout),
+                             record(f"both{tag}-s{seed}", setting_of(1e-4), seed, base + 50, context=context,
+                                    dropout=dropout)])
+    write_reports(tmp_path)
+    rows = folder_rows(tmp_path)
+    assert [r.regime for r in rows] == ["2 epoch(s), dropout 0, all training images",
+                                        "2 epoch(s), dropout 0.5, all training images"]
+    assert [r.runs for r in rows] == ["12 (12 ok)", "12 (12 ok)"]
+    assert all(r.note == "folder: 24 of 24 runs" for r in rows)
+
+
+def test_overview_command_writes_the_table_and_fails_cleanly_on_a_damaged_report(tmp_path):
+    from typer.testing import CliRunner
+
+    from l2reg.cli import main as cli_main
+
+    data_set(tmp_path / "ablation", GAINS["supported"])
+    write_reports(tmp_path / "ablation")
+    out = tmp_path / "claim-check.md"
+    result = CliRunner().invoke(cli_main.app, ["overview", str(tmp_path / "ablation"), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "**supported**" in out.read_text() and out.read_text() in result.output
+    (tmp_path / "ablation" / "verdict.json").write_text("{not json")
+    result = CliRunner().invoke(cli_main.app, ["overview", str(tmp_path / "ablation")])
+    assert result.exit_code == 2
+    assert "its report files cannot be read" in result.output and "Traceback" not in result.output
+
+
+def test_by_axis_averages_each_axis_values_settings_for_every_claim(tmp_path):
+    from l2reg.report import by_axis
+
+    plots_folder(tmp_path)
+    summary = write_reports(tmp_path).analysis.summary
+    rows = summary[summary["alpha"] != 0]
+    table = by_axis(rows, ["alpha", "target", "schedule"])
+    lines = [[c.strip() for c in line.strip("|").split("|")] for line in table.splitlines()]
+    header, body = lines[0], lines[2:]
+    assert [(r[0], r[1]) for r in body] == [("alpha", "0.0001"), ("alpha", "0.001"), ("target", "both"),
+                                            ("target", "weights"), ("schedule", "constant"),
+                                            ("schedule", "exponential(gamma=1)")]
+    weights = dict(zip(header, body[3]))
+    group = rows[rows["target"] == "weights"]
+    assert weights["settings"] == "4"
+    assert float(weights["accuracy gain pp, mean"]) == pytest.approx(group["delta_pp"].mean(), abs=5e-4)
+    best = group.loc[group["delta_pp"].idxmax()]
+    assert weights["best (setting)"] == f"{best['delta_pp']:+.3f} (alpha={best['alpha']:g} schedule={best['schedule']})"
+    assert float(weights["gap change pp, mean"]) == pytest.approx(group["gap_delta_pp"].mean(), abs=5e-4)
+    assert float(weights["sd ratio, median"]) == pytest.approx(group["spread_ratio"].median(), abs=5e-3)
+    assert sum(int(part.split()[0]) for part in weights["calls"].split(", ")) == 4
+    assert weights["probe_acc_100 gain pp, mean"] == "-"  # these records have no feature metrics
+    assert "## By axis, at a glance" in (tmp_path / "report.md").read_text()
+    assert table in (tmp_path / "report.md").read_text()
