@@ -422,12 +422,14 @@ def report(
 
 
 OVERVIEW_HELP = """The claim check at a glance: a markdown table with a row per results folder and context
-(the main grid and each control): its regime, runs done of planned, each claim's verdict and the
-highest paired gain in test accuracy with its 95 % CI. Read from the reports `l2sweep report`
-wrote; recomputes nothing; a folder not started or with a report older than its runs says so.
-Printed, and written to --out when given.
+(the main grid and each control): its regime, runs reported of those planned (a folder with
+several contexts: each row its own runs, the folder's total in the note), each claim's verdict
+and the highest paired gain in test accuracy with its own 95 % CI, n and call. Read from the
+reports `l2sweep report` wrote; recomputes nothing; a folder not started, without a report, or
+whose report is older than its runs says so. Printed, and written to --out when given.
 
-Example: l2sweep overview results/ablation results/controls-* --out results/claim-check.md
+Example: l2sweep overview results/ablation results/controls-dropout --out results/claim-check.md
+(`make overview` lists the claim check's folders.)
 """
 
 

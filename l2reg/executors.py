@@ -613,7 +613,7 @@ def known_runs(results_dir: Path) -> list[str]:
     for submission in read_jobs(results_dir):
         for task in submission["tasks"]:
             ids.update(dict.fromkeys(task.get("run_ids", [])))
-    ids.update(dict.fromkeys(sorted(p.stem for p in (results_dir / "runs").glob("*.json"))))
+    ids.update(dict.fromkeys(p.stem for p in files.run_files(results_dir / "runs")))
     return list(ids)
 
 

@@ -49,6 +49,12 @@ def write_json_atomic(path: Path, data: Any) -> None:
     write_text_atomic(path, json.dumps(_finite(data), indent=1, allow_nan=False, sort_keys=False) + "\n")
 
 
+def run_files(runs_dir: Path) -> list[Path]:
+    """The run files of a runs/ folder, sorted: `<run_id>.json` (the temporaries of an atomic
+    write end in .tmp, so a half-written file is never listed)."""
+    return sorted(Path(runs_dir).glob("*.json"))
+
+
 def read_json(path: Path) -> Any:
     return json.loads(Path(path).read_text(encoding="utf-8"))
 

@@ -31,63 +31,84 @@ class FolderRow:
     note: str  # stale report, not started, ...
 
 
-def _run_files(folder: Path) -> list[Path]:
-    # dot-named files are temporaries of an atomic write; the rest are run records
-    return [p for p in (folder / "runs").glob("*.json") if not p.name.startswith(".")]
-
-
 def _best_gain(rows: pd.DataFrame) -> str:
-    """The setting with the highest paired gain: its delta, paired 95 % CI and n."""
-    tested = rows[(rows["alpha"] != 0) & rows["delta_pp"].notna()]
+    """The tested setting (paired over 2 or more seeds) with the highest paired gain: its delta,
+    its own 95 % paired CI (not adjusted for being the largest of several), n and call."""
+    tested = rows[(rows["alpha"] != 0) & rows["delta_pp"].notna() & (rows["paired_n"] >= 2)]
     if not len(tested):
         return "-"
     best = tested.loc[tested["delta_pp"].idxmax()]
-    name = report._setting_name(best, report._varying(rows))
+    varying = report._varying(rows)
+    name = report._setting_name(best, varying if "alpha" in varying else ["alpha", *varying])
     return (f"{name}: {report._fmt(best['delta_pp'], 3, True)} pp "
-            f"{report._ci(best['paired_ci_low_pp'], best['paired_ci_high_pp'])}, n = {int(best['paired_n'])}")
+            f"{report._ci(best['paired_ci_low_pp'], best['paired_ci_high_pp'])}, n = {int(best['paired_n'])}, "
+            f"{best['call']}")
+
+
+def _read_report(folder: Path) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
+    """verdict.json, summary.csv and runs.csv of a folder, checked to describe the same runs and
+    contexts (a report interrupted between its files would not)."""
+    rebuild = f"rebuild them with `l2sweep report {folder}`"
+    try:
+        verdict = files.read_json(folder / "verdict.json")
+        summary = pd.read_csv(folder / "summary.csv")
+        runs = pd.read_csv(folder / "runs.csv")
+        contexts = verdict["contexts"]
+        claims = {context: {claim: contexts[context]["claims"][claim]["verdict"] for claim in stats.CLAIMS}
+                  for context in contexts}
+        counted = int(verdict["runs"]), len(verdict.get("skipped_files") or [])
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise OverviewError(f"{folder}: its report files cannot be read ({type(error).__name__}: {error}): "
+                            f"{rebuild}") from error
+    if counted[0] != len(runs) or set(map(str, contexts)) != set(map(str, runs["context"])) \
+            or set(map(str, contexts)) != set(map(str, summary["context"])):
+        raise OverviewError(f"{folder}: its verdict.json, runs.csv and summary.csv describe different runs or "
+                            f"contexts (a report interrupted while writing?): {rebuild}")
+    return {"claims": claims, "runs": counted[0], "skipped": counted[1]}, summary, runs
 
 
 def folder_rows(folder: Path) -> list[FolderRow]:
-    """The rows of one results folder: one per context of its verdict.json; one row saying why
-    when the folder has not started or has no report yet."""
+    """The rows of one results folder: one per context of its report; one row saying why when the
+    folder has not started, has no finished run or has no report yet. Runs done and ok are those
+    of the report (runs.csv); a note says when runs/ has changed since."""
     folder = Path(folder)
     name = str(folder)
     empty = {claim: "-" for claim in stats.CLAIMS}
     if not folder.is_dir():
         return [FolderRow(name, "-", "-", "0", empty, "-", "not started")]
     planned = len(executors.known_runs(folder))
-    run_files = _run_files(folder)
+    run_files = files.run_files(folder / "runs")
     verdict_path = folder / "verdict.json"
+    if not run_files:
+        return [FolderRow(name, "-", "-", f"0 of {planned}", empty, "-", "started, no run finished yet")]
     if not verdict_path.is_file():
-        return [FolderRow(name, "-", "-", f"{len(run_files)} of {planned}", empty, "-",
+        return [FolderRow(name, "-", "-", f"{len(run_files)} files of {planned}", empty, "-",
                           f"no report yet: `l2sweep report {name}`")]
-    try:
-        verdict = files.read_json(verdict_path)
-        summary = pd.read_csv(folder / "summary.csv")
-        runs = pd.read_csv(folder / "runs.csv")
-        contexts = verdict["contexts"]
-    except (OSError, ValueError, KeyError) as error:
-        raise OverviewError(f"{folder}: its report files cannot be read ({error}): rebuild them with "
-                            f"`l2sweep report {name}`") from error
-    newest_run = max((p.stat().st_mtime for p in run_files), default=0.0)
-    stale = verdict.get("runs") != len(run_files) or newest_run > verdict_path.stat().st_mtime
-    note = (f"stale: the report covers {verdict.get('runs')} runs, runs/ holds {len(run_files)}: "
-            f"`l2sweep report {name}`") if stale else ""
+    verdict, summary, runs = _read_report(folder)
+    reported_files = verdict["runs"] + verdict["skipped"]
+    if reported_files != len(run_files):
+        note = (f"stale: runs/ holds {len(run_files)} files, the report read {reported_files}: "
+                f"`l2sweep report {name}`")
+    elif max(p.stat().st_mtime for p in run_files) > verdict_path.stat().st_mtime:
+        note = f"stale: a run file is newer than the report: `l2sweep report {name}`"
+    else:
+        note = ""
+    if verdict["skipped"]:
+        note = "; ".join(filter(None, [f"{verdict['skipped']} file(s) in runs/ are not run records (report.md)",
+                                       note]))
     rows = []
-    several = len(contexts) > 1
-    for context in sorted(contexts, key=str):
-        ctx_runs = runs[runs["context"] == context]
+    several = len(verdict["claims"]) > 1
+    for context in sorted(verdict["claims"], key=str):
+        ctx_runs = runs[runs["context"].astype(str) == str(context)]
         ok = int((ctx_runs["status"] == "ok").sum())
         # sweep.json plans runs per folder, not per context: with several contexts a row counts its
         # own runs and the note gives the folder's total
-        counted = f"{len(ctx_runs)}" if several else f"{len(run_files)} of {planned}"
+        counted = f"{len(ctx_runs)}" if several else f"{len(ctx_runs)} of {planned}"
         rows.append(FolderRow(
-            folder=name, context=context,
-            regime=report.regime_text(ctx_runs.iloc[0]) if len(ctx_runs) else "-",
-            runs=f"{counted} ({ok} ok)",
-            verdicts={claim: contexts[context]["claims"][claim]["verdict"] for claim in stats.CLAIMS},
-            best_gain=_best_gain(summary[summary["context"] == context]),
-            note="; ".join(filter(None, [f"folder: {len(run_files)} of {planned} runs" if several else "", note]))))
+            folder=name, context=context, regime=report.regime_text(ctx_runs.iloc[0]), runs=f"{counted} ({ok} ok)",
+            verdicts=verdict["claims"][context],
+            best_gain=_best_gain(summary[summary["context"].astype(str) == str(context)]),
+            note="; ".join(filter(None, [f"folder: {len(runs)} of {planned} runs" if several else "", note]))))
     return rows
 
 
@@ -107,7 +128,7 @@ def overview_markdown(folders: list[Path], link_from: Path = Path(".")) -> str:
         "runs": [r.runs for r in rows],
         **{claim: [f"**{r.verdicts[claim]}**" if r.verdicts[claim] != "-" else "-" for r in rows]
            for claim in stats.CLAIMS},
-        "highest paired gain in test accuracy (95 % CI, n seeds)": [r.best_gain for r in rows],
+        "highest paired gain in test accuracy (its 95 % CI, n seeds, call)": [r.best_gain for r in rows],
         "note": [r.note or "" for r in rows],
     })
     return "\n".join([
@@ -115,8 +136,10 @@ def overview_markdown(folders: list[Path], link_from: Path = Path(".")) -> str:
         "",
         "A row per results folder and training regime (context): each is its own family, with its own baseline, "
         "Holm correction and verdicts (README \"Statistics and the verdicts\"); never read one row's verdict as "
-        "another's. Runs: files in runs/ of those planned in sweep.json (ok: trained to the end). The evidence is "
-        "each folder's report.md; this table recomputes nothing.",
+        "another's. Runs: those the report read, of those planned in sweep.json (ok: trained to the end). Highest "
+        "paired gain: the setting with the largest mean paired gain over 2 or more seeds, with its own 95 % CI "
+        "(not adjusted for being the largest) and its call; the decisions are in each folder's report.md. This "
+        "table recomputes nothing.",
         "",
         table.to_markdown(index=False, disable_numparse=True),
         "",

@@ -72,7 +72,7 @@ def load_records(results_dir: Path) -> Loaded:
     if not runs_dir.is_dir():
         raise ReportError(f"{results_dir} has no runs/ folder: is it a results folder written by `l2sweep run`?")
     loaded = Loaded([])
-    for path in sorted(runs_dir.glob("*.json")):
+    for path in files.run_files(runs_dir):
         try:
             record = files.read_json(path)
         except UnicodeDecodeError:

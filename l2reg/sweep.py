@@ -162,7 +162,7 @@ def is_finished(path: Path) -> bool:
 
 def finished_ids(runs_dir: Path) -> set[str]:
     """Ids of runs whose JSON exists, parses and says ok or diverged."""
-    return {path.stem for path in Path(runs_dir).glob("*.json") if is_finished(path)}
+    return {path.stem for path in files.run_files(runs_dir) if is_finished(path)}
 
 
 class RunLock:

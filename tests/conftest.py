@@ -50,6 +50,16 @@ def real_mnist() -> Path:
     return Path(REAL_MNIST)
 
 
+@pytest.fixture
+def wide_console(monkeypatch):
+    """l2sweep's consoles 300 columns wide: Rich wraps at 80 when the output is not a terminal, and
+    the CLI tests assert on whole lines (modules opt in with pytest.mark.usefixtures)."""
+    from l2reg.cli import main as cli_main
+
+    monkeypatch.setattr(cli_main.out, "width", 300)
+    monkeypatch.setattr(cli_main.err, "width", 300)
+
+
 @pytest.fixture(scope="session")
 def slurm_cluster(tmp_path_factory):
     """A real single-node SLURM cluster for the session (tests/slurm_cluster.py); skips, saying

@@ -15,7 +15,6 @@ from scipy import stats as sps
 from typer.testing import CliRunner
 
 from l2reg import axes, files, stats
-from l2reg.cli import main as cli_main
 from l2reg.cli.main import app
 from l2reg.features import METRICS as FEATURE_METRICS
 from l2reg.plots import PAIRED_PLOT, PLOTS
@@ -26,11 +25,8 @@ QUICK = ["train.epochs=1", "train.batch_size=64", "train.eval_batch_size=100"]
 M = 0.1  # report.min_effect_pp's default
 
 
-@pytest.fixture(autouse=True)
-def wide_console(monkeypatch):
-    """Rich wraps at 80 columns when the output is not a terminal: make lines whole for the asserts."""
-    monkeypatch.setattr(cli_main.out, "width", 300)
-    monkeypatch.setattr(cli_main.err, "width", 300)
+# Rich wraps at 80 columns when the output is not a terminal: whole lines for the asserts
+pytestmark = pytest.mark.usefixtures("wide_console")
 
 
 def invoke(*args):

@@ -172,3 +172,28 @@ def test_report_rebuilds_the_committed_summary_and_verdict(folder, rebuilt):
 
 def test_report_rebuilds_the_committed_report_md(folder, rebuilt):
     assert (folder / "report.md").read_text() == (rebuilt / "report.md").read_text(), stale(folder, "report.md")
+
+
+def verdict_table(readme: str) -> tuple[str, dict]:
+    """The results folder the README's verdict table cites (its evidence column's header) and the
+    verdict of each claim in it."""
+    section = readme.split("## The verdict so far", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ")]
+    cited = rows[0].split("|")[3]
+    folder = cited.split("(", 1)[1].split(",", 1)[0].strip()
+    verdicts = {}
+    for row in rows[2:]:
+        claim, verdict = row.split("|")[1:3]
+        verdicts[claim.split(":")[0].strip()] = verdict.split("**")[1]
+    return folder, verdicts
+
+
+def test_the_readmes_verdict_table_says_what_the_cited_verdict_json_says():
+    readme = (RESULTS.parent / "README.md").read_text()
+    cited, verdicts = verdict_table(readme)
+    assert cited.startswith("results/") and (RESULTS.parent / cited / "verdict.json").is_file(), cited
+    contexts = json.loads((RESULTS.parent / cited / "verdict.json").read_text())["contexts"]
+    assert len(contexts) == 1  # the README's table is about one regime
+    [context] = contexts.values()
+    assert verdicts == {claim: value["verdict"] for claim, value in context["claims"].items()}, (
+        f"README.md's verdict table disagrees with {cited}/verdict.json")

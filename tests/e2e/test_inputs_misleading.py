@@ -12,16 +12,13 @@ import pytest
 from typer.testing import CliRunner
 
 from l2reg import files
-from l2reg.cli import main as cli_main
 from l2reg.cli.main import app
 
 QUICK = ["train.epochs=1", "train.batch_size=64", "train.eval_batch_size=100"]
 
 
-@pytest.fixture(autouse=True)
-def wide_console(monkeypatch):
-    monkeypatch.setattr(cli_main.out, "width", 300)
-    monkeypatch.setattr(cli_main.err, "width", 300)
+# Rich wraps at 80 columns when the output is not a terminal: whole lines for the asserts
+pytestmark = pytest.mark.usefixtures("wide_console")
 
 
 def invoke(*args):

@@ -34,11 +34,8 @@ L2SWEEP = str(Path(sys.executable).with_name("l2sweep"))
 QUICK = ["train.batch_size=64", "train.eval_batch_size=100", "train.compile=false"]
 
 
-@pytest.fixture(autouse=True)
-def wide_console(monkeypatch):
-    """Rich wraps at 80 columns when the output is not a terminal: make lines whole for the asserts."""
-    monkeypatch.setattr(cli_main.out, "width", 300)
-    monkeypatch.setattr(cli_main.err, "width", 300)
+# Rich wraps at 80 columns when the output is not a terminal: whole lines for the asserts
+pytestmark = pytest.mark.usefixtures("wide_console")
 
 
 def invoke(*args):

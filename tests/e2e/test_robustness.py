@@ -14,7 +14,6 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from l2reg.cli import main as cli_main
 from l2reg.cli.main import app
 
 L2SWEEP = str(Path(sys.executable).with_name("l2sweep"))
@@ -22,11 +21,8 @@ QUICK = ["train.batch_size=64", "train.eval_batch_size=100"]
 RUN_LINE = re.compile(r"^(\S+): (ok|diverged|failed)\b", re.M)
 
 
-@pytest.fixture(autouse=True)
-def wide_console(monkeypatch):
-    """Rich wraps at 80 columns when the output is not a terminal: make lines whole for the asserts."""
-    monkeypatch.setattr(cli_main.out, "width", 300)
-    monkeypatch.setattr(cli_main.err, "width", 300)
+# Rich wraps at 80 columns when the output is not a terminal: whole lines for the asserts
+pytestmark = pytest.mark.usefixtures("wide_console")
 
 
 def sweep_args(data, results, name, *extra):

@@ -3,6 +3,7 @@ summary numbers equal to scipy's, plots with the expected series, failed runs an
 
 import base64
 import json
+import os
 
 import numpy as np
 import pandas as pd
@@ -419,7 +420,7 @@ def test_feature_panels_share_one_legend_per_context(tmp_path):
         assert len(ax.patches) == 1  # the baseline band
 
 
-def test_each_context_is_its_own_family_in_every_output(tmp_path, monkeypatch):
+def test_each_context_is_its_own_family_in_every_output(tmp_path, wide_console):
     """Two dropout values: two baselines, two Holm families, two verdicts, named in report.md, verdict.json,
     the plots and the console (where a context label in brackets must not be taken for rich markup)."""
     from typer.testing import CliRunner
@@ -437,8 +438,6 @@ def test_each_context_is_its_own_family_in_every_output(tmp_path, monkeypatch):
                        dropout=dropout),
                 record(f"both-a0.001{tag}-s{seed}", setting_of(1e-3), seed, base + gains[1][seed], context=context,
                        dropout=dropout)])
-    monkeypatch.setattr(cli_main.out, "width", 300)
-    monkeypatch.setattr(cli_main.err, "width", 300)
     result = CliRunner().invoke(cli_main.app, ["report", str(tmp_path)])
     assert result.exit_code == 0, result.output
     for context, verdict in ((contexts[0.5], "supported"), (contexts[0.0], "not supported")):
@@ -522,15 +521,70 @@ def test_the_overview_tabulates_each_folders_verdicts_and_says_what_is_missing(t
     best = summary.loc[summary["delta_pp"].idxmax()]
     assert best["alpha"] == 1e-4 and best["delta_pp"] == pytest.approx(0.5)
     assert cells[0][7] == (f"alpha=0.0001: +0.500 pp [{best['paired_ci_low_pp']:+.3f}, "
-                           f"{best['paired_ci_high_pp']:+.3f}], n = 6")
+                           f"{best['paired_ci_high_pp']:+.3f}], n = 6, better")
     assert cells[1][2] == "18 of 18 (18 ok)" and cells[1][8] == ""
-    assert cells[2][0] == str(unreported) and cells[2][2] == "6 of 6"
+    assert cells[2][0] == str(unreported) and cells[2][2] == "6 files of 6"
     assert cells[2][8] == f"no report yet: `l2sweep report {unreported}`"
     assert cells[3][8] == "not started" and cells[3][3] == "-"
-    # a run finished after the report: the row says its report is stale
+    # a run finished after the report: the row says its report is stale, and why
     write(control, [record("both-a0.01-s0", setting_of(1e-2), 0, 9800)])
     [row] = folder_rows(control)
-    assert row.note == f"stale: the report covers 18 runs, runs/ holds 19: `l2sweep report {control}`"
+    assert row.note == f"stale: runs/ holds 19 files, the report read 18: `l2sweep report {control}`"
+    assert row.runs == "18 of 19 (18 ok)"  # done and ok both from the report
+    write_reports(control)
+    assert folder_rows(control)[0].note == ""
+    # a file that is not a run record is counted as read, not as a stale report (report.md names it)
+    (control / "runs" / "junk.json").write_text("{not json")
+    write_reports(control)
+    [row] = folder_rows(control)
+    assert row.note == "1 file(s) in runs/ are not run records (report.md)" and row.runs == "19 of 20 (19 ok)"
+    # a run file newer than the report, same count
+    later = (control / "verdict.json").stat().st_mtime + 10
+    os.utime(control / "runs" / "both-a0.01-s0.json", (later, later))
+    assert folder_rows(control)[0].note.endswith(f"stale: a run file is newer than the report: "
+                                                 f"`l2sweep report {control}`")
+
+
+def test_the_overview_headlines_only_a_tested_gain_and_names_its_alpha(tmp_path):
+    from l2reg.overview import folder_rows
+
+    # one alpha: alpha is not a varying axis but is still named; a setting with a single paired seed
+    # (gain +0.9 pp) is not headlined over the tested one
+    records = []
+    for seed, base in enumerate(BASE_CORRECT[:3]):
+        records += [record(f"baseline-s{seed}", setting_of(0.0), seed, base),
+                    record(f"both-s{seed}", setting_of(1e-3, "both"), seed, base + (10, 12, 8)[seed])]
+    records.append(record("weights-s0", setting_of(1e-3, "weights"), 0, BASE_CORRECT[0] + 90))
+    write(tmp_path, records)
+    write_reports(tmp_path)
+    [row] = folder_rows(tmp_path)
+    assert row.best_gain.startswith("alpha=0.001 target=both: +0.100 pp [") and ", n = 3, " in row.best_gain
+
+
+def test_the_overview_refuses_report_files_that_disagree(tmp_path):
+    from l2reg.overview import OverviewError, folder_rows
+
+    data_set(tmp_path, GAINS["supported"], seeds=3)
+    write_reports(tmp_path)
+    runs = pd.read_csv(tmp_path / "runs.csv")
+    runs["context"] = "another-context"
+    runs.to_csv(tmp_path / "runs.csv", index=False)
+    with pytest.raises(OverviewError, match="describe different runs or contexts"):
+        folder_rows(tmp_path)
+    write_reports(tmp_path)
+    verdict = json.loads((tmp_path / "verdict.json").read_text())
+    del verdict["contexts"][CONTEXT]["claims"]["accuracy"]
+    (tmp_path / "verdict.json").write_text(json.dumps(verdict))
+    with pytest.raises(OverviewError, match="cannot be read .KeyError"):
+        folder_rows(tmp_path)
+
+
+def test_the_overview_of_a_started_folder_without_finished_runs(tmp_path):
+    from l2reg.overview import folder_rows
+
+    files.write_json_atomic(tmp_path / "sweep.json", {"invocations": [{"planned_runs": ["a", "b"]}]})
+    [row] = folder_rows(tmp_path)
+    assert (row.runs, row.note) == ("0 of 2", "started, no run finished yet")
 
 
 def test_the_overview_gives_each_context_its_own_row(tmp_path):
@@ -592,3 +646,39 @@ def test_by_axis_averages_each_axis_values_settings_for_every_claim(tmp_path):
     assert weights["probe_acc_100 gain pp, mean"] == "-"  # these records have no feature metrics
     assert "## By axis, at a glance" in (tmp_path / "report.md").read_text()
     assert table in (tmp_path / "report.md").read_text()
+
+
+def test_a_value_keeps_its_style_in_every_plot_and_every_legend_names_every_line(tmp_path):
+    """'activations' has ok runs but no seed paired with a baseline (so no paired gain), and only at
+    alpha 1e-4: its colour must not shift the others' in the paired plot, and the legends of rows
+    of panels must name it although the last panel does not draw it."""
+    from l2reg.plots import paired_figure, palette
+
+    records = []
+    for seed, base in enumerate(BASE_CORRECT[:3]):
+        records.append(record(f"baseline-s{seed}", setting_of(0.0), seed, base,
+                              features={m: 90.0 + 0.5 * seed for m in FEATURE_PANELS}))
+        for alpha in (1e-4, 1e-3):
+            for target in ("both", "weights"):
+                records.append(record(f"{target}-{alpha}-s{seed}", setting_of(alpha, target), seed, base + 5 + seed,
+                                      features={m: 91.0 + 0.7 * seed for m in FEATURE_PANELS}))
+    records += [record(f"activations-s{seed}", setting_of(1e-4, "activations"), seed, 9890 + seed,
+                       features={m: 85.0 + seed for m in FEATURE_PANELS}) for seed in (7, 8)]
+    write(tmp_path, records)
+    report = write_reports(tmp_path)
+    loaded = load_records(tmp_path).records
+    runs = runs_frame(loaded)
+    values = palette(runs)
+    made = figures(runs, histories_frame(loaded), values)
+    colours = {c.get_label(): c.lines[0].get_color() for c in made["test_acc_vs_alpha.png"].axes[0].containers}
+    assert set(colours) == {"activations", "both", "weights"} and len(set(colours.values())) == 3
+    paired = paired_figure(report.analysis.summary, 0.1, values).axes[0]
+    assert {c.get_label(): c.lines[0].get_color() for c in paired.containers} == {
+        "both": colours["both"], "weights": colours["weights"]}
+    validation = made["val_acc_per_epoch.png"].axes
+    assert validation[-1].get_title() == "alpha=0.001"
+    assert [t.get_text() for t in validation[-1].get_legend().get_texts()] == [
+        "baseline (alpha=0)", "activations", "both", "weights"]
+    features = made["features_vs_alpha.png"].axes
+    assert [t.get_text() for t in features[-1].get_legend().get_texts()] == [
+        "baseline (alpha=0), 95 % CI", "activations", "both", "weights"]
