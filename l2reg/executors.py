@@ -604,12 +604,7 @@ def known_runs(results_dir: Path) -> list[str]:
     """The runs a results folder is about: planned by any invocation (sweep.json), submitted
     (jobs.json) or with a file in runs/."""
     results_dir = Path(results_dir)
-    ids: dict[str, None] = {}
-    try:
-        for invocation in files.read_json(results_dir / "sweep.json").get("invocations", []):
-            ids.update(dict.fromkeys(invocation.get("planned_runs", [])))
-    except (OSError, ValueError, AttributeError):
-        pass
+    ids = dict.fromkeys(files.planned_runs(results_dir))
     for submission in read_jobs(results_dir):
         for task in submission["tasks"]:
             ids.update(dict.fromkeys(task.get("run_ids", [])))

@@ -55,6 +55,18 @@ def run_files(runs_dir: Path) -> list[Path]:
     return sorted(Path(runs_dir).glob("*.json"))
 
 
+def planned_runs(results_dir: Path) -> list[str]:
+    """The run ids planned by any invocation of a results folder (its sweep.json), in order; none
+    when it has no readable sweep.json."""
+    ids: dict[str, None] = {}
+    try:
+        for invocation in read_json(Path(results_dir) / "sweep.json").get("invocations", []):
+            ids.update(dict.fromkeys(invocation.get("planned_runs", [])))
+    except (OSError, ValueError, AttributeError):
+        pass
+    return list(ids)
+
+
 def read_json(path: Path) -> Any:
     return json.loads(Path(path).read_text(encoding="utf-8"))
 

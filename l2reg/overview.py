@@ -57,6 +57,7 @@ def _read_report(folder: Path) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
         claims = {context: {claim: contexts[context]["claims"][claim]["verdict"] for claim in stats.CLAIMS}
                   for context in contexts}
         counted = int(verdict["runs"]), len(verdict.get("skipped_files") or [])
+        interim = bool(verdict.get("interim"))
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise OverviewError(f"{folder}: its report files cannot be read ({type(error).__name__}: {error}): "
                             f"{rebuild}") from error
@@ -64,7 +65,7 @@ def _read_report(folder: Path) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
             or set(map(str, contexts)) != set(map(str, summary["context"])):
         raise OverviewError(f"{folder}: its verdict.json, runs.csv and summary.csv describe different runs or "
                             f"contexts (a report interrupted while writing?): {rebuild}")
-    return {"claims": claims, "runs": counted[0], "skipped": counted[1]}, summary, runs
+    return {"claims": claims, "runs": counted[0], "skipped": counted[1], "interim": interim}, summary, runs
 
 
 def folder_rows(folder: Path) -> list[FolderRow]:
@@ -93,6 +94,8 @@ def folder_rows(folder: Path) -> list[FolderRow]:
         note = f"stale: a run file is newer than the report: `l2sweep report {name}`"
     else:
         note = ""
+    if verdict["interim"]:
+        note = "; ".join(filter(None, ["interim: not all planned runs are in", note]))
     if verdict["skipped"]:
         note = "; ".join(filter(None, [f"{verdict['skipped']} file(s) in runs/ are not run records (report.md)",
                                        note]))

@@ -206,13 +206,16 @@ def write_reports(results_dir: Path, min_effect_pp: float | None = None) -> Repo
     paths = code_paths(runs)
     plots = write_plots(runs, histories_frame(records), results_dir / "plots", analysis.summary,
                         analysis.min_effect_pp)
+    # interim: fewer runs than the sweep planned (sweep.json); the verdicts may still change
+    planned = len(set(files.planned_runs(results_dir)) | set(runs["run_id"]))
     verdict = {**analysis.to_json(), "runs": int(len(runs)), "runs_ok": int((runs["status"] == "ok").sum()),
+               "runs_planned": planned, "interim": bool(len(runs) < planned),
                "code_paths": paths, "skipped_files": [{"file": name, "why": why} for name, why in loaded.skipped]}
     files.write_text_atomic(results_dir / "runs.csv", runs.to_csv(index=False))
     files.write_text_atomic(results_dir / "summary.csv", analysis.summary.to_csv(index=False))
     files.write_json_atomic(results_dir / "verdict.json", verdict)
     files.write_text_atomic(results_dir / "report.md", render_markdown(results_dir, records, runs, analysis, paths,
-                                                                        plots, loaded.skipped))
+                                                                        plots, loaded.skipped, planned))
     return Report(runs, analysis, loaded.skipped, paths)
 
 
@@ -293,6 +296,7 @@ def _overfitting_table(rows: pd.DataFrame, varying: list[str]) -> str:
         "p gap < -m (Holm)": rows["gap_p_holm"].map(_p),
         "train acc change pp": rows["train_acc_delta_pp"].map(lambda v: _fmt(v, signed=True)),
         "test acc change pp": rows["delta_pp"].map(lambda v: _fmt(v, signed=True)),
+        "p test acc held > -m (Holm)": rows["acc_held_p_holm"].map(_p),
         "test loss change": rows["test_loss_delta"].map(lambda v: _fmt(v, 4, signed=True)),
         "p lower loss (Holm)": rows["test_loss_p_holm"].map(_p),
     }))
@@ -312,8 +316,9 @@ def _stability_table(rows: pd.DataFrame, varying: list[str], base_sd: float) -> 
 def _features_table(rows: pd.DataFrame, varying: list[str]) -> str:
     columns = {"setting": [_setting_name(r, varying) for _, r in rows.iterrows()]}
     for metric in stats.FEATURE_METRICS:
-        columns[f"{metric} pp"] = [f"{_fmt(d, 2, True)} ({_p(p)})" if d == d else "-"
-                                   for d, p in zip(rows[f"{metric}_delta_pp"], rows[f"{metric}_p_superior_holm"])]
+        columns[f"{metric} pp"] = [f"{_fmt(d, 2, True)} ({_p(p)}; {_p(w)})" if d == d else "-"
+                                   for d, p, w in zip(rows[f"{metric}_delta_pp"], rows[f"{metric}_p_superior_holm"],
+                                                      rows[f"{metric}_p_worse_holm"])]
     columns["zero_fraction"] = [f"{_fmt(d, 4, True)} ({_p(p)})" if d == d else "-"
                                 for d, p in zip(rows["zero_fraction_delta"], rows["zero_fraction_p"])]
     return _table(pd.DataFrame(columns))
@@ -414,13 +419,17 @@ def _context_section(context: str, runs: pd.DataFrame, analysis: stats.Analysis,
                                                         base["std_acc"].iloc[0] if len(base) else float("nan"))),
                          ("features", _features_table(rows, varying))):
         verdict = claims[claim]
+        caption = {"features": ["Each cell: the paired gain in pp (Holm p of a gain above the feature margin; Holm p "
+                                "of a loss, H0 gain >= 0).", ""],
+                   "overfitting": ["Negative gap change = less overfitting (it counts only with the test accuracy "
+                                   "held: the p test acc held column).", ""]}.get(claim, [])
         lines += [f"{heading} {claim.capitalize()}: {verdict['verdict']}", "", *[f"- {r}." for r in verdict["reasons"]],
-                  "", f"Test: {verdict['tests']}.", "", table, ""]
+                  "", f"Test: {verdict['tests']}.", "", *caption, table, ""]
     return lines
 
 
 def render_markdown(results_dir: Path, records: list[dict], runs: pd.DataFrame, analysis: stats.Analysis,
-                    paths: dict, plots: list[Path], skipped: list[tuple[str, str]]) -> str:
+                    paths: dict, plots: list[Path], skipped: list[tuple[str, str]], planned: int = 0) -> str:
     ok_records = [r for r in records if r["status"] == "ok"] or records
     cfg = ok_records[0]["config"]
     train, data = cfg.get("train") or {}, cfg.get("data") or {}  # a record may predate a key: "?" then
@@ -433,6 +442,9 @@ def render_markdown(results_dir: Path, records: list[dict], runs: pd.DataFrame, 
     lines = [
         f"# l2sweep report: {results_dir.name}",
         "",
+        *([f"**Interim report: {len(runs)} of the {planned} planned runs.** The verdicts below are those of the "
+           "runs so far, by the declared rules; they may change as the remaining runs come in, and the sweep is "
+           "not stopped on a verdict: it runs to its planned seeds.", ""] if len(runs) < planned else []),
         "**The article's claims** (../shared/article.md): adding L2 regularization to the convolution weights and "
         "activations of a small MNIST CNN " + "; ".join(f"({i}) {t}" for i, t in enumerate(CLAIM_TEXT.values(), 1))
         + ".",

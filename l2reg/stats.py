@@ -88,7 +88,8 @@ ACCURACY_TEST_COLUMNS = [
     "p_superior", "p_superior_holm", "p_inferior", "p_equivalent", "p_equivalent_holm",
     "p_worse", "p_worse_holm", "p_above_zero", "p_above_zero_holm", "call",
 ]
-FEATURE_SUFFIXES = ("n", "delta_pp", "sd_pp", "p_superior", "p_superior_holm", "p_inferior")
+FEATURE_SUFFIXES = ("n", "delta_pp", "sd_pp", "p_superior", "p_superior_holm", "p_inferior", "p_worse",
+                    "p_worse_holm")
 SUMMARY_STAT_COLUMNS = [  # n_diverged: runs of the setting that diverged (counted in n_not_ok too)
     "n", "n_not_ok", "n_diverged", "mean_acc", "std_acc",
     "paired_n", "delta_pp", "delta_images", "paired_sd_pp", "paired_ci_low_pp", "paired_ci_high_pp",
@@ -97,7 +98,8 @@ SUMMARY_STAT_COLUMNS = [  # n_diverged: runs of the setting that diverged (count
     "welch_ci_low_pp", "welch_ci_high_pp", "welch_p", "hedges_g",
     "boot_n", "boot_ci_low_pp", "boot_ci_high_pp", "disagreements",
     "train_acc_delta_pp", "train_acc_p", "gap_n", "gap_delta_pp", "gap_sd_pp", "gap_ci_low_pp", "gap_ci_high_pp",
-    "gap_p", "gap_p_holm", "gap_p_above_margin", "test_loss_delta", "test_loss_p", "test_loss_p_holm",
+    "gap_p", "gap_p_holm", "gap_p_above_margin", "acc_held_p", "acc_held_p_holm", "test_loss_delta", "test_loss_p",
+    "test_loss_p_holm",
     "spread_ratio", "spread_p", "spread_p_holm", "spread_power_1_5x",
     *[f"{metric}_{suffix}" for metric in FEATURE_METRICS for suffix in FEATURE_SUFFIXES],
     f"{SPARSITY_METRIC}_delta", f"{SPARSITY_METRIC}_p",
@@ -496,6 +498,8 @@ def _context_rows(ctx_runs: pd.DataFrame, context, setting_cols: Sequence[str], 
                    gap_ci_low_pp=gap_low, gap_ci_high_pp=gap_high,
                    gap_p=one_sample_p(gap_d, -margin, "less"),
                    gap_p_above_margin=one_sample_p(gap_d, -margin, "greater"),
+                   # test accuracy held: H0 mean d <= -m (a smaller gap counts only with it; README)
+                   acc_held_p=one_sample_p(d, -margin, "greater"),
                    test_loss_delta=float(loss_d.mean()) if len(loss_d) else float("nan"),
                    test_loss_p=one_sample_p(loss_d, 0.0, "less"))
         # stability
@@ -517,7 +521,8 @@ def _context_rows(ctx_runs: pd.DataFrame, context, setting_cols: Sequence[str], 
             row.update({f"{metric}_n": len(fd), f"{metric}_delta_pp": float(fd.mean()) if len(fd) else float("nan"),
                         f"{metric}_sd_pp": float(fd.std(ddof=1)) if len(fd) > 1 else float("nan"),
                         f"{metric}_p_superior": one_sample_p(fd, feature_margin, "greater"),
-                        f"{metric}_p_inferior": one_sample_p(fd, feature_margin, "less")})
+                        f"{metric}_p_inferior": one_sample_p(fd, feature_margin, "less"),
+                        f"{metric}_p_worse": one_sample_p(fd, 0.0, "less")})
         _, zd = paired_differences(ok, base_ok, SPARSITY_METRIC)
         row[f"{SPARSITY_METRIC}_delta"] = float(zd.mean()) if len(zd) else float("nan")
         row[f"{SPARSITY_METRIC}_p"] = one_sample_p(zd, 0.0, "two-sided")
@@ -530,19 +535,20 @@ def _context_rows(ctx_runs: pd.DataFrame, context, setting_cols: Sequence[str], 
         row.update(test.to_dict())
         if row["n_diverged"]:  # a setting that diverges in some seed is not "better": its survivors alone
             row["call"] = DIVERGED  # would hide the failures (declared rule, README)
-    for column in ("gap_p", "test_loss_p"):  # the test loss is paired over the same seeds as the gap
+    for column in ("gap_p", "test_loss_p", "acc_held_p"):  # paired over the same seeds as the gap
         adjusted = holm_family([row[column] for row in rows], [row["gap_n"] for row in rows])
         for row, value in zip(rows, adjusted):
             row[f"{column}_holm"] = float(value)
     adjusted = holm([row["spread_p"] for row in rows])  # Brown-Forsythe: NaN only where it has no test
     for row, value in zip(rows, adjusted):
         row["spread_p_holm"] = float(value)
-    feature_p = [row[f"{metric}_p_superior"] for row in rows for metric in FEATURE_METRICS]
     feature_n = [row[f"{metric}_n"] for row in rows for metric in FEATURE_METRICS]
-    adjusted = iter(holm_family(feature_p, feature_n))
-    for row in rows:
-        for metric in FEATURE_METRICS:
-            row[f"{metric}_p_superior_holm"] = float(next(adjusted))
+    for test in ("p_superior", "p_worse"):  # each over all setting x metric cells of the context
+        adjusted = iter(holm_family([row[f"{metric}_{test}"] for row in rows for metric in FEATURE_METRICS],
+                                    feature_n))
+        for row in rows:
+            for metric in FEATURE_METRICS:
+                row[f"{metric}_{test}_holm"] = float(next(adjusted))
     k_spread = sum(np.isfinite(row["spread_p"]) for row in rows)
     powers: dict[tuple[int, int], float] = {}
     for row in rows:
@@ -641,13 +647,14 @@ def accuracy_verdict(table: pd.DataFrame, margin: float) -> dict:
         return _claim(verdict, diverged_reason + ([f"{len(untested)} setting(s) could not be tested: "
                                                    f"{_names(untested)}"] if len(untested) else []),
                       margin, None, ACCURACY_TESTS)
+    k_holm = int((table["paired_n"] >= 2).sum())  # Holm's family: every setting with 2 pairs, diverged ones too
     counts = tested["call"].value_counts()
     better = tested[tested["call"] == BETTER].sort_values("delta_pp", ascending=False)
     best = tested.sort_values("delta_pp", ascending=False).iloc[0]
     reasons = []
     if len(better):
         reasons.append(f"{len(better)} of {k} settings raise test accuracy by more than {margin:g} pp (one-sided "
-                       f"paired t-test against {margin:g} pp, Holm over {k} settings, p < {SIGNIFICANCE})")
+                       f"paired t-test against {margin:g} pp, Holm over {k_holm} settings, p < {SIGNIFICANCE})")
         reasons += [_accuracy_line(row, margin) for _, row in better.iterrows()]
         verdict, seeds = SUPPORTED, None
     elif len(untested) == 0 and (tested["p_inferior"] < SIGNIFICANCE).all():
@@ -677,7 +684,7 @@ def accuracy_verdict(table: pd.DataFrame, margin: float) -> dict:
         if len(untested):
             reasons.append(f"{len(untested)} setting(s) could not be tested (fewer than 2 paired seeds): "
                            f"{_names(untested)}")
-        seeds, why = _seeds_for_margin(tested, margin, k, "delta_pp", "paired_sd_pp", "p_inferior")
+        seeds, why = _seeds_for_margin(tested, margin, k_holm, "delta_pp", "paired_sd_pp", "p_inferior")
         reasons.append(why)
     reasons += diverged_reason
     shown = (BETTER, EQUIVALENT, WORSE, SMALLER_THAN_MARGIN, UNDECIDED)
@@ -735,8 +742,10 @@ def _seeds_for_margin(cells: pd.DataFrame, margin: float, k: int, mean_col: str,
 
 
 OVERFITTING_TESTS = ("paired by seed, gap = train_acc - test_acc, d = gap(setting) - gap(baseline); supported = "
-                     "H0 mean d >= -m rejected (one-sided t-test: the gap shrinks by more than m) at Holm 0.05 over "
-                     "the settings; not supported = "
+                     "for some setting H0 mean d >= -m rejected (one-sided t-test: the gap shrinks by more than m) "
+                     "at Holm 0.05 over the settings AND its test accuracy held (paired test-accuracy change, H0 "
+                     "mean <= -m rejected at Holm 0.05 over the settings): a gap closed by lower test accuracy is "
+                     "underfitting, not less overfitting; not supported = "
                      "every setting's H0 mean d <= -m rejected at 0.05 (intersection-union test); test loss "
                      "(H0 mean change >= 0, Holm) and train accuracy reported alongside")
 
@@ -745,9 +754,11 @@ def overfitting_verdict(table: pd.DataFrame, margin: float) -> dict:
     """Overfitting claim for one context (columns gap_*, test_loss_*, train_acc_delta_pp, call, name).
 
     supported: some setting's train-test gap shrinks by more than m (gap_p_holm < 0.05, gap_p testing
-    H0 mean d >= -m); for each such setting the
-    reasons say whether test accuracy rose (its accuracy call) or the smaller gap was bought by lower
-    train accuracy with no test gain. not supported: every setting has gap_p_above_margin < 0.05 (gap
+    H0 mean d >= -m) while its test accuracy is held (acc_held_p_holm < 0.05: H0 mean test-accuracy
+    change <= -m rejected; changed in session 5, README); for each such setting the reasons say
+    whether test accuracy rose (its accuracy call) or the smaller gap was bought by lower train
+    accuracy with no test gain; settings whose gap shrinks without the test accuracy shown held are
+    listed and do not count. not supported: every setting has gap_p_above_margin < 0.05 (gap
     change shown above -m, IUT). Else inconclusive; seeds_needed for the most reduced gap (if it is
     reduced by more than m: H0 mean >= -m at 0.05/k) or for the settings not yet shown above -m
     (at 0.05)."""
@@ -764,7 +775,10 @@ def overfitting_verdict(table: pd.DataFrame, margin: float) -> dict:
             f"none of the {k_all} settings has 2 seeds with train and test accuracy paired with the baseline")
         return _claim(NOT_TESTED, [why], margin, None, OVERFITTING_TESTS)
     untested = live[live["gap_n"] < 2]
-    shrunk = tested[tested["gap_p_holm"] < SIGNIFICANCE].sort_values("gap_delta_pp")
+    k_holm = int((table["gap_n"] >= 2).sum())  # Holm's family: every setting with 2 pairs, diverged ones too
+    gap_shrunk = tested[tested["gap_p_holm"] < SIGNIFICANCE].sort_values("gap_delta_pp")
+    held = gap_shrunk["acc_held_p_holm"] < SIGNIFICANCE
+    shrunk, underfit = gap_shrunk[held], gap_shrunk[~held]
     reasons = []
 
     def gap_line(row) -> str:
@@ -775,7 +789,8 @@ def overfitting_verdict(table: pd.DataFrame, margin: float) -> dict:
     if len(shrunk):
         verdict, seeds = SUPPORTED, None
         reasons.append(f"{len(shrunk)} of {k} settings shrink the train-test accuracy gap by more than {margin:g} pp "
-                       f"(one-sided paired t-test against -{margin:g} pp, Holm over {k} settings, p < {SIGNIFICANCE})")
+                       f"(one-sided paired t-test against -{margin:g} pp, Holm over {k_holm} settings, p < "
+                       f"{SIGNIFICANCE}) with test accuracy held within -{margin:g} pp (Holm p < {SIGNIFICANCE})")
         for _, row in shrunk.iterrows():
             call = row["call"]
             if call == BETTER:
@@ -793,7 +808,7 @@ def overfitting_verdict(table: pd.DataFrame, margin: float) -> dict:
                        f"{_f(row['train_acc_delta_pp'])} pp is not significant (p = {_p(row.get('train_acc_p'))})")
             reasons.append(gap_line(row) + ": " + how)
     elif len(untested) == 0 and (tested["gap_p_above_margin"] < SIGNIFICANCE).all():
-        verdict, seeds = NOT_SUPPORTED, None
+        verdict, seeds = NOT_SUPPORTED, None  # (a setting in `underfit` has its gap shown below -m: not here)
         reasons.append(f"no setting is shown to shrink the train-test gap by more than {margin:g} pp, and every one "
                        f"of the {k} settings is "
                        f"shown to change it by more than -{margin:g} pp (intersection-union test, each p < "
@@ -803,8 +818,8 @@ def overfitting_verdict(table: pd.DataFrame, margin: float) -> dict:
     else:
         verdict = INCONCLUSIVE
         best = tested.sort_values("gap_delta_pp").iloc[0]
-        reasons.append(f"no setting is shown to shrink the train-test gap by more than {margin:g} pp (Holm), and not "
-                       f"every setting is shown "
+        reasons.append(f"no setting is shown to shrink the train-test gap by more than {margin:g} pp with test "
+                       f"accuracy held (Holm over {k_holm} settings), and not every setting is shown "
                        f"to change it by more than -{margin:g} pp")
         reasons.append("largest observed reduction: " + gap_line(best))
         if len(untested):
@@ -814,11 +829,14 @@ def overfitting_verdict(table: pd.DataFrame, margin: float) -> dict:
             seeds = None
             reasons.append("no tested setting has paired gap changes with spread yet (ties): no sd to plan the "
                            "seeds with")
-        elif (best := planned.sort_values("gap_delta_pp").iloc[0])["gap_delta_pp"] < -margin:
-            seeds = seeds_needed(-best["gap_delta_pp"] - margin, best["gap_sd_pp"], SIGNIFICANCE / k)
+        elif len(holdable := planned[planned["delta_pp"] > -margin]) and (
+                best := holdable.sort_values("gap_delta_pp").iloc[0])["gap_delta_pp"] < -margin:
+            # planned on a setting whose observed test accuracy could be shown held (mean above -m)
+            seeds = seeds_needed(-best["gap_delta_pp"] - margin, best["gap_sd_pp"], SIGNIFICANCE / k_holm)
             reasons.append(f"about {seeds} seeds per setting would show {best['name']}'s gap reduction beyond "
                            f"-{margin:g} pp with 80 % "
-                           f"power at Holm's first-step level {SIGNIFICANCE}/{k}, if the observed mean and sd "
+                           f"power at Holm's first-step level {SIGNIFICANCE}/{k_holm} (its test accuracy must be "
+                           f"held too), if the observed mean and sd "
                            f"({_f(best['gap_sd_pp'], 3, False)} pp) were the truth" if seeds else
                            "no finite number of seeds up to 100000 shows the largest gap reduction")
         else:
@@ -832,7 +850,15 @@ def overfitting_verdict(table: pd.DataFrame, margin: float) -> dict:
             else:
                 reasons.append(f"about {seeds} seeds per setting would show every open setting's gap change above "
                                f"-{margin:g} pp with 80 % power each at {SIGNIFICANCE}" if seeds else
-                               "no finite number of seeds decides it under the observed means and sds")
+                               "no finite number of seeds decides it under the observed means and sds (a setting "
+                               f"whose gap shrinks beyond -{margin:g} pp with its test accuracy below -{margin:g} pp "
+                               "can show neither)")
+    if len(underfit):
+        reasons.append(f"{len(underfit)} setting(s) shrink the gap by more than {margin:g} pp (Holm) but their test "
+                       f"accuracy is not shown held within -{margin:g} pp, so they do not count (a gap closed by "
+                       "lower test accuracy is underfitting): " + "; ".join(
+                           gap_line(row) + f" (Holm p of test accuracy held {_p(row['acc_held_p_holm'])})"
+                           for _, row in underfit.iterrows()))
     reasons += diverged_reason
     lower_loss = tested[tested["test_loss_p_holm"] < SIGNIFICANCE]
     reasons.append(f"test loss is significantly lower than the baseline's (one-sided paired t-test, Holm) for "
@@ -868,6 +894,7 @@ def stability_verdict(table: pd.DataFrame, n_spread_sim: int = N_SPREAD_SIMULATI
             f"{MIN_SPREAD_RUNS} runs (Brown-Forsythe needs them)")
         return _claim(NOT_TESTED, [why], None, None, STABILITY_TESTS, **extra)
     untested = live[~np.isfinite(live["spread_p"].astype(float))]
+    k_holm = int(np.isfinite(table["spread_p"].astype(float)).sum())  # Holm's family, diverged settings too
     smaller = tested[(tested["spread_ratio"] < 1) & (tested["spread_p_holm"] < SIGNIFICANCE)]
     larger = tested[(tested["spread_ratio"] > 1) & (tested["spread_p_holm"] < SIGNIFICANCE)]
 
@@ -881,7 +908,7 @@ def stability_verdict(table: pd.DataFrame, n_spread_sim: int = N_SPREAD_SIMULATI
     if len(smaller):
         verdict = SUPPORTED
         reasons.append(f"{len(smaller)} of {k} settings have a significantly smaller seed-to-seed spread of test "
-                       f"accuracy (Brown-Forsythe, Holm over {k} settings, p < {SIGNIFICANCE})")
+                       f"accuracy (Brown-Forsythe, Holm over {k_holm} settings, p < {SIGNIFICANCE})")
         reasons += [line(row) for _, row in smaller.iterrows()]
     elif len(untested) == 0 and (tested["spread_power_1_5x"] >= POWER).all():
         verdict = NOT_SUPPORTED
@@ -897,9 +924,9 @@ def stability_verdict(table: pd.DataFrame, n_spread_sim: int = N_SPREAD_SIMULATI
                           if len(low_power) else "")
                        + (f"; {len(untested)} setting(s) not tested (fewer than {MIN_SPREAD_RUNS} ok runs per arm): "
                           f"{_names(untested)}" if len(untested) else ""))
-        seeds = spread_seeds_needed(SIGNIFICANCE / k, n_sim=n_spread_sim, rng_seed=rng_seed)
+        seeds = spread_seeds_needed(SIGNIFICANCE / k_holm, n_sim=n_spread_sim, rng_seed=rng_seed)
         reasons.append(f"about {seeds} runs per arm would give {POWER:.0%} power to find a 1.5x smaller sd at "
-                       f"{SIGNIFICANCE}/{k} (Monte Carlo, normal data)" if seeds else
+                       f"{SIGNIFICANCE}/{k_holm} (Monte Carlo, normal data)" if seeds else
                        f"more than {MAX_SPREAD_SEEDS} runs per arm would be needed for {POWER:.0%} power")
     if verdict != SUPPORTED:
         reasons.append("smallest observed ratio: " + line(tested.sort_values("spread_ratio").iloc[0]))
@@ -911,7 +938,9 @@ def stability_verdict(table: pd.DataFrame, n_spread_sim: int = N_SPREAD_SIMULATI
 
 
 FEATURE_TESTS = ("paired by seed for each of " + ", ".join(FEATURE_METRICS) + " (higher = better): better = H0 mean "
-                 "d <= m rejected at Holm 0.05 over all setting x metric tests of the context; not supported = every "
+                 "d <= m rejected at Holm 0.05 over all setting x metric tests of the context; supported = some "
+                 "setting better on some metric and shown worse on none (H0 mean d >= 0 rejected at Holm 0.05 over "
+                 "the same cells); not supported = every "
                  "setting x measured metric has H0 mean d >= m rejected at 0.05 (intersection-union test); "
                  f"{SPARSITY_METRIC}: paired change with a two-sided t-test, descriptive only")
 
@@ -923,11 +952,14 @@ def features_verdict(table: pd.DataFrame, margin: float, measured: Sequence[str]
     no feature metric measured, or no cell with 2 pairs. Else inconclusive (seeds as for accuracy,
     with k = number of tested cells). zero_fraction is described, never decisive."""
     live, diverged, diverged_reason = _split_diverged(table)
+    columns = ["name", "setting", "metric", "n", "delta", "sd", "p_holm", "p_inferior", "p_worse_holm"]
     cells = pd.DataFrame([{"name": f"{row['name']} / {metric}", "setting": row["name"], "metric": metric,
                            "n": row[f"{metric}_n"], "delta": row[f"{metric}_delta_pp"], "sd": row[f"{metric}_sd_pp"],
-                           "p_holm": row[f"{metric}_p_superior_holm"], "p_inferior": row[f"{metric}_p_inferior"]}
-                          for _, row in live.iterrows() for metric in measured],
-                         columns=["name", "setting", "metric", "n", "delta", "sd", "p_holm", "p_inferior"])
+                           "p_holm": row[f"{metric}_p_superior_holm"], "p_inferior": row[f"{metric}_p_inferior"],
+                           "p_worse_holm": row.get(f"{metric}_p_worse_holm", float("nan"))}
+                          for _, row in live.iterrows() for metric in measured], columns=columns)
+    # Holm's family: the cells of every setting with 2 pairs, diverged ones too
+    k_holm = int(sum((table[f"{metric}_n"] >= 2).sum() for metric in measured)) if len(table) else 0
     unmeasured = [m for m in FEATURE_METRICS if m not in measured]
     note = f"not measured in this context: {', '.join(unmeasured)}" if unmeasured else None
     tested = cells[cells["n"] >= 2]
@@ -945,12 +977,19 @@ def features_verdict(table: pd.DataFrame, margin: float, measured: Sequence[str]
                 f"{_p(cell['p_holm'])}, p (gain < {margin:g} pp) = {_p(cell['p_inferior'])})")
 
     reasons, seeds = [], None
-    better = tested[tested["p_holm"] < SIGNIFICANCE].sort_values("delta", ascending=False)
+    all_better = tested[tested["p_holm"] < SIGNIFICANCE].sort_values("delta", ascending=False)
+    worse = tested[tested["p_worse_holm"] < SIGNIFICANCE]
+    # a setting better on one metric but shown worse on another does not count (changed in session 5)
+    mixed = all_better[all_better["setting"].isin(set(worse["setting"]))]
+    better = all_better[~all_better["setting"].isin(set(worse["setting"]))]
     if len(better):
         verdict = SUPPORTED
         reasons.append(f"{len(better)} of {k} setting x metric tests show better features by more than {margin:g} pp "
-                       f"(one-sided paired t-test against {margin:g} pp, Holm over {k} tests, p < {SIGNIFICANCE})")
+                       f"(one-sided paired t-test against {margin:g} pp, Holm over {k_holm} tests, p < {SIGNIFICANCE}) "
+                       f"in settings shown worse on no feature metric (H0 gain >= 0, Holm over {k_holm} tests)")
         reasons += [line(cell) for _, cell in better.iterrows()]
+        metrics = sorted(set(better["metric"]))
+        reasons.append(f"the metric(s) that carry it: {', '.join(metrics)} (of {len(measured)} measured)")
     elif len(untested) == 0 and (tested["p_inferior"] < SIGNIFICANCE).all():
         verdict = NOT_SUPPORTED
         reasons.append(f"every one of the {k} setting x metric tests is shown to gain less than {margin:g} pp "
@@ -960,13 +999,18 @@ def features_verdict(table: pd.DataFrame, margin: float, measured: Sequence[str]
     else:
         verdict = INCONCLUSIVE
         open_cells = tested[~(tested["p_inferior"] < SIGNIFICANCE)]
-        reasons.append(f"no setting x metric is shown better by more than {margin:g} pp, and {len(open_cells)} of {k} "
-                       f"are not shown to gain less than {margin:g} pp")
+        reasons.append(f"no setting x metric is shown better by more than {margin:g} pp in a setting shown worse on "
+                       f"no metric, and {len(open_cells)} of {k} are not shown to gain less than {margin:g} pp")
         reasons.append("highest observed gain: " + line(tested.sort_values("delta", ascending=False).iloc[0]))
         if len(untested):
             reasons.append(f"{len(untested)} setting x metric cell(s) could not be tested (fewer than 2 paired seeds)")
-        seeds, why = _seeds_for_margin(tested, margin, k, "delta", "sd", "p_inferior")
+        seeds, why = _seeds_for_margin(tested, margin, k_holm, "delta", "sd", "p_inferior")
         reasons.append(why)
+    if len(mixed):
+        reasons.append(f"{len(mixed)} setting x metric test(s) show a gain beyond {margin:g} pp (Holm) in settings "
+                       "that are significantly worse on another feature metric (Holm), so they do not count: "
+                       + "; ".join(line(cell) + " - worse on " + ", ".join(
+                           worse[worse["setting"] == cell["setting"]]["metric"]) for _, cell in mixed.iterrows()))
     reasons += diverged_reason
     if note:
         reasons.append(note)
@@ -1031,6 +1075,9 @@ def sensitivity_table(table: pd.DataFrame, diffs: Sequence, margins: Sequence[fl
     for margin in margins:
         tests = accuracy_tests(diffs, margin)
         tests["name"] = list(table["name"])
+        for column in ("n", "n_not_ok", "n_diverged"):  # a setting with a diverged run is never better
+            tests[column] = list(table[column]) if column in table else 0
+        tests.loc[tests["n_diverged"] > 0, "call"] = DIVERGED
         verdict = accuracy_verdict(tests, margin)["verdict"]
         out.append({"min_effect_pp": float(margin), "verdict": verdict,
                     **{call: int((tests["call"] == call).sum()) for call in (BETTER, EQUIVALENT, WORSE)}})

@@ -151,9 +151,12 @@ def same_json(a, b, path="verdict.json"):
 
 @pytest.fixture(scope="module")
 def rebuilt(folder, tmp_path_factory):
-    """write_reports on a copy of the committed runs/ alone (never into results/)."""
+    """write_reports on a copy of the committed runs/ and sweep.json (the planned runs: an interim
+    report says so) alone, never into results/."""
     copy = tmp_path_factory.mktemp("rebuilt") / folder.name
     shutil.copytree(folder / "runs", copy / "runs")
+    if (folder / "sweep.json").is_file():
+        shutil.copy(folder / "sweep.json", copy / "sweep.json")
     report = write_reports(copy)
     assert report.skipped == []
     return copy

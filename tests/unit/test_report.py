@@ -682,3 +682,20 @@ def test_a_value_keeps_its_style_in_every_plot_and_every_legend_names_every_line
     features = made["features_vs_alpha.png"].axes
     assert [t.get_text() for t in features[-1].get_legend().get_texts()] == [
         "baseline (alpha=0), 95 % CI", "activations", "both", "weights"]
+
+
+def test_a_report_with_fewer_runs_than_planned_says_it_is_interim(tmp_path):
+    from l2reg.overview import folder_rows
+
+    data_set(tmp_path, GAINS["supported"], extra_planned=["both-a0.01-s0", "both-a0.01-s1"])
+    write_reports(tmp_path)
+    verdict = json.loads((tmp_path / "verdict.json").read_text())
+    assert (verdict["runs"], verdict["runs_planned"], verdict["interim"]) == (18, 20, True)
+    assert "**Interim report: 18 of the 20 planned runs.**" in (tmp_path / "report.md").read_text()
+    assert folder_rows(tmp_path)[0].note == "interim: not all planned runs are in"
+    files.write_json_atomic(tmp_path / "sweep.json", {"invocations": [{"planned_runs": []}]})
+    write_reports(tmp_path)
+    verdict = json.loads((tmp_path / "verdict.json").read_text())
+    assert (verdict["runs_planned"], verdict["interim"]) == (18, False)
+    assert "Interim report" not in (tmp_path / "report.md").read_text()
+    assert folder_rows(tmp_path)[0].note == ""

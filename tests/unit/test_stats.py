@@ -179,6 +179,9 @@ def test_a_setting_that_sometimes_diverges_is_never_better_nor_more_stable():
     assert claims["accuracy"]["verdict"] == "not supported"  # its only setting counts as not supporting it
     assert any("diverged in some seeds" in r and "(1 of 7 runs)" in r for r in claims["accuracy"]["reasons"])
     assert claims["stability"]["verdict"] != "supported"
+    # the margin sensitivity table applies the same rule: at no margin is the diverged setting better
+    for row in result.sensitivity["c"]:
+        assert row["verdict"] == "not supported" and row["better"] == 0
 
 
 def test_a_setting_that_always_diverges_does_not_block_not_supported():
@@ -418,6 +421,36 @@ def test_overfitting_supported_by_lower_train_accuracy_is_said_in_words():
     assert claim["verdict"] == "supported" and "test accuracy rose by more than 0.1 pp" in claim["reasons"][1]
 
 
+def test_a_gap_closed_by_lower_test_accuracy_is_underfitting_not_support():
+    wiggle = np.array([1, -1, 2, -2, 0, 1])
+    # the gap shrinks by 0.4 pp, but test accuracy falls by 0.5 pp: the train accuracy fell by 0.9 pp
+    runs = gap_runs(-0.4 + 0.02 * wiggle, -0.5 + 0.01 * wiggle)
+    result = analyse(runs, COLS)
+    claim, row = result.verdicts["c"]["overfitting"], row_of(result.summary, 1e-3)
+    d = runs.loc[runs["alpha"] == 1e-3, "test_acc"].to_numpy() - runs.loc[runs["alpha"] == 0, "test_acc"].to_numpy()
+    assert row["acc_held_p"] == pytest.approx(sps.ttest_1samp(d, -M, alternative="greater").pvalue)
+    assert row["acc_held_p_holm"] == pytest.approx(row["acc_held_p"])  # a family of one
+    assert row["gap_p_holm"] < 0.05 and not row["acc_held_p_holm"] < 0.05
+    assert claim["verdict"] == "inconclusive"  # never supported; nor shown not to shrink the gap
+    assert claim["seeds_needed"] is None  # no number of seeds shows its accuracy held or its gap above -m
+    assert any("1 setting(s) shrink the gap by more than 0.1 pp (Holm) but their test accuracy is not shown held"
+               in r for r in claim["reasons"])
+    # the same gap change with test accuracy held within -m (falling 0.02 pp): supported
+    held = analyse(gap_runs(-0.4 + 0.02 * wiggle, -0.02 + 0.01 * wiggle), COLS).verdicts["c"]["overfitting"]
+    assert held["verdict"] == "supported" and "with test accuracy held within -0.1 pp" in held["reasons"][0]
+
+
+def test_acc_held_is_holm_corrected_over_the_settings():
+    rng = np.random.default_rng(3)
+    runs = frame(acc_arms(a1e_3=-0.05 + 0.05 * rng.standard_normal(6), a1e_4=0.02 + 0.05 * rng.standard_normal(6),
+                          a1e_2=-0.08 + 0.05 * rng.standard_normal(6)))
+    runs["train_acc"] = runs["test_acc"] + 0.3
+    summary = analyse(runs, COLS).summary
+    rows = [row_of(summary, a) for a in (1e-4, 1e-3, 1e-2)]
+    raw = [r["acc_held_p"] for r in rows]
+    assert [r["acc_held_p_holm"] for r in rows] == pytest.approx(holm(raw).tolist())
+
+
 def test_overfitting_not_supported_inconclusive_not_tested():
     wiggle = np.array([1, -1, 2, -2, 0, 1])
     runs = gap_runs(0.2 + 0.02 * wiggle, 0.01 * wiggle)
@@ -531,6 +564,25 @@ def test_features_verdict_branches_and_scipy_numbers():
     claim = analyse(partly, COLS).verdicts["c"]["features"]
     assert claim["verdict"] == "not supported" and any("not measured in this context: noise_acc_0.3" in r
                                                        for r in claim["reasons"])
+
+
+def test_a_feature_gain_does_not_count_in_a_setting_worse_on_another_feature_metric():
+    runs = feature_runs({"probe_acc_100": 2.0, "noise_acc_0.3": -3.0}, sd=0.3)
+    result = analyse(runs, COLS)
+    claim, row = result.verdicts["c"]["features"], row_of(result.summary, 1e-3)
+    d = {m: runs.loc[runs["alpha"] == 1e-3, m].to_numpy() - runs.loc[runs["alpha"] == 0, m].to_numpy()
+         for m in S.FEATURE_METRICS}
+    p_worse = [sps.ttest_1samp(d[m], 0.0, alternative="less").pvalue for m in S.FEATURE_METRICS]
+    assert [row[f"{m}_p_worse"] for m in S.FEATURE_METRICS] == pytest.approx(p_worse)
+    assert [row[f"{m}_p_worse_holm"] for m in S.FEATURE_METRICS] == pytest.approx(holm(p_worse).tolist())
+    assert row["probe_acc_100_p_superior_holm"] < 0.05 and row["noise_acc_0.3_p_worse_holm"] < 0.05
+    assert claim["verdict"] == "inconclusive"
+    assert any("so they do not count" in r and "probe_acc_100" in r and "worse on noise_acc_0.3" in r
+               for r in claim["reasons"])
+    # the same gain with no metric worse: supported, and the reasons name the metric that carries it
+    clean = analyse(feature_runs({"probe_acc_100": 2.0}, sd=0.3), COLS).verdicts["c"]["features"]
+    assert clean["verdict"] == "supported"
+    assert any(r.startswith("the metric(s) that carry it: probe_acc_100 (of 5 measured)") for r in clean["reasons"])
 
 
 # ------------------------------------------------------------------------------------------ JSON
