@@ -206,16 +206,18 @@ def write_reports(results_dir: Path, min_effect_pp: float | None = None) -> Repo
     paths = code_paths(runs)
     plots = write_plots(runs, histories_frame(records), results_dir / "plots", analysis.summary,
                         analysis.min_effect_pp)
-    # interim: fewer runs than the sweep planned (sweep.json); the verdicts may still change
-    planned = len(set(files.planned_runs(results_dir)) | set(runs["run_id"]))
+    # interim: a planned run (sweep.json) without a final record (ok or diverged; a failed run is
+    # retried by the next invocation), so the verdicts may still change
+    planned_ids = set(files.planned_runs(results_dir)) | set(runs["run_id"])
+    final = int(runs["status"].isin(["ok", "diverged"]).sum())
     verdict = {**analysis.to_json(), "runs": int(len(runs)), "runs_ok": int((runs["status"] == "ok").sum()),
-               "runs_planned": planned, "interim": bool(len(runs) < planned),
+               "runs_planned": len(planned_ids), "runs_final": final, "interim": bool(final < len(planned_ids)),
                "code_paths": paths, "skipped_files": [{"file": name, "why": why} for name, why in loaded.skipped]}
     files.write_text_atomic(results_dir / "runs.csv", runs.to_csv(index=False))
     files.write_text_atomic(results_dir / "summary.csv", analysis.summary.to_csv(index=False))
     files.write_json_atomic(results_dir / "verdict.json", verdict)
     files.write_text_atomic(results_dir / "report.md", render_markdown(results_dir, records, runs, analysis, paths,
-                                                                        plots, loaded.skipped, planned))
+                                                                        plots, loaded.skipped, len(planned_ids)))
     return Report(runs, analysis, loaded.skipped, paths)
 
 
@@ -296,7 +298,8 @@ def _overfitting_table(rows: pd.DataFrame, varying: list[str]) -> str:
         "p gap < -m (Holm)": rows["gap_p_holm"].map(_p),
         "train acc change pp": rows["train_acc_delta_pp"].map(lambda v: _fmt(v, signed=True)),
         "test acc change pp": rows["delta_pp"].map(lambda v: _fmt(v, signed=True)),
-        "p test acc held > -m (Holm)": rows["acc_held_p_holm"].map(_p),
+        "p test acc held > -m": rows["acc_held_p"].map(_p),
+        "p gap shrinks and acc held (Holm)": rows["support_p_holm"].map(_p),
         "test loss change": rows["test_loss_delta"].map(lambda v: _fmt(v, 4, signed=True)),
         "p lower loss (Holm)": rows["test_loss_p_holm"].map(_p),
     }))
@@ -421,8 +424,9 @@ def _context_section(context: str, runs: pd.DataFrame, analysis: stats.Analysis,
         verdict = claims[claim]
         caption = {"features": ["Each cell: the paired gain in pp (Holm p of a gain above the feature margin; Holm p "
                                 "of a loss, H0 gain >= 0).", ""],
-                   "overfitting": ["Negative gap change = less overfitting (it counts only with the test accuracy "
-                                   "held: the p test acc held column).", ""]}.get(claim, [])
+                   "overfitting": ["Negative gap change = less overfitting; it counts only with the test accuracy "
+                                   "held: the joint test (the larger of the two one-sided p, Holm) decides.",
+                                   ""]}.get(claim, [])
         lines += [f"{heading} {claim.capitalize()}: {verdict['verdict']}", "", *[f"- {r}." for r in verdict["reasons"]],
                   "", f"Test: {verdict['tests']}.", "", *caption, table, ""]
     return lines
@@ -435,6 +439,7 @@ def render_markdown(results_dir: Path, records: list[dict], runs: pd.DataFrame, 
     train, data = cfg.get("train") or {}, cfg.get("data") or {}  # a record may predate a key: "?" then
     contexts = sorted(analysis.verdicts, key=str)
     n_test = sorted({int(v) for v in runs["n_test"].dropna()}) or [10000]
+    final = int(runs["status"].isin(["ok", "diverged"]).sum())
     m = analysis.min_effect_pp
     devices = sorted({str(d) for d in runs["device"]})
     commits = sorted({str(c) for c in runs["git_commit"].dropna()})
@@ -442,9 +447,10 @@ def render_markdown(results_dir: Path, records: list[dict], runs: pd.DataFrame, 
     lines = [
         f"# l2sweep report: {results_dir.name}",
         "",
-        *([f"**Interim report: {len(runs)} of the {planned} planned runs.** The verdicts below are those of the "
-           "runs so far, by the declared rules; they may change as the remaining runs come in, and the sweep is "
-           "not stopped on a verdict: it runs to its planned seeds.", ""] if len(runs) < planned else []),
+        *([f"**Interim report: {final} of the {planned} planned runs have finished (ok or diverged).** The "
+           "verdicts below are those of the runs so far, by the declared rules; they may change as the remaining "
+           "runs come in (failed runs are retried), and the sweep is not stopped on a verdict: it runs to its "
+           "planned seeds.", ""] if final < planned else []),
         "**The article's claims** (../shared/article.md): adding L2 regularization to the convolution weights and "
         "activations of a small MNIST CNN " + "; ".join(f"({i}) {t}" for i, t in enumerate(CLAIM_TEXT.values(), 1))
         + ".",

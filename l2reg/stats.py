@@ -98,8 +98,8 @@ SUMMARY_STAT_COLUMNS = [  # n_diverged: runs of the setting that diverged (count
     "welch_ci_low_pp", "welch_ci_high_pp", "welch_p", "hedges_g",
     "boot_n", "boot_ci_low_pp", "boot_ci_high_pp", "disagreements",
     "train_acc_delta_pp", "train_acc_p", "gap_n", "gap_delta_pp", "gap_sd_pp", "gap_ci_low_pp", "gap_ci_high_pp",
-    "gap_p", "gap_p_holm", "gap_p_above_margin", "acc_held_p", "acc_held_p_holm", "test_loss_delta", "test_loss_p",
-    "test_loss_p_holm",
+    "gap_p", "gap_p_holm", "gap_p_above_margin", "acc_held_p", "acc_below_p", "support_p", "support_p_holm",
+    "test_loss_delta", "test_loss_p", "test_loss_p_holm",
     "spread_ratio", "spread_p", "spread_p_holm", "spread_power_1_5x",
     *[f"{metric}_{suffix}" for metric in FEATURE_METRICS for suffix in FEATURE_SUFFIXES],
     f"{SPARSITY_METRIC}_delta", f"{SPARSITY_METRIC}_p",
@@ -489,6 +489,8 @@ def _context_rows(ctx_runs: pd.DataFrame, context, setting_cols: Sequence[str], 
         # overfitting
         _, train_d = paired_differences(ok, base_ok, "train_acc")
         _, gap_d = paired_differences(ok, base_ok, "_gap")
+        # the test-accuracy change over the gap's own seeds (those with train accuracy too)
+        _, held_d = paired_differences(ok[ok["_gap"].notna()], base_ok[base_ok["_gap"].notna()], "test_acc")
         _, loss_d = paired_differences(ok, base_ok, "test_loss")
         gap_low, gap_high = t_interval(gap_d)
         row.update(train_acc_delta_pp=float(train_d.mean()) if len(train_d) else float("nan"),
@@ -498,8 +500,10 @@ def _context_rows(ctx_runs: pd.DataFrame, context, setting_cols: Sequence[str], 
                    gap_ci_low_pp=gap_low, gap_ci_high_pp=gap_high,
                    gap_p=one_sample_p(gap_d, -margin, "less"),
                    gap_p_above_margin=one_sample_p(gap_d, -margin, "greater"),
-                   # test accuracy held: H0 mean d <= -m (a smaller gap counts only with it; README)
-                   acc_held_p=one_sample_p(d, -margin, "greater"),
+                   # a smaller gap counts only with the test accuracy held (README): H0 mean <= -m;
+                   # shown below -m: H0 mean >= -m; joint support = the larger of gap_p and acc_held_p
+                   acc_held_p=one_sample_p(held_d, -margin, "greater"),
+                   acc_below_p=one_sample_p(held_d, -margin, "less"),
                    test_loss_delta=float(loss_d.mean()) if len(loss_d) else float("nan"),
                    test_loss_p=one_sample_p(loss_d, 0.0, "less"))
         # stability
@@ -535,7 +539,10 @@ def _context_rows(ctx_runs: pd.DataFrame, context, setting_cols: Sequence[str], 
         row.update(test.to_dict())
         if row["n_diverged"]:  # a setting that diverges in some seed is not "better": its survivors alone
             row["call"] = DIVERGED  # would hide the failures (declared rule, README)
-    for column in ("gap_p", "test_loss_p", "acc_held_p"):  # paired over the same seeds as the gap
+    for row in rows:  # intersection-union of the two one-sided tests (NaN if either is no test)
+        row["support_p"] = max(row["gap_p"], row["acc_held_p"]) if np.isfinite(row["gap_p"]) and np.isfinite(
+            row["acc_held_p"]) else float("nan")
+    for column in ("gap_p", "test_loss_p", "support_p"):  # paired over the same seeds as the gap
         adjusted = holm_family([row[column] for row in rows], [row["gap_n"] for row in rows])
         for row, value in zip(rows, adjusted):
             row[f"{column}_holm"] = float(value)
@@ -543,12 +550,17 @@ def _context_rows(ctx_runs: pd.DataFrame, context, setting_cols: Sequence[str], 
     for row, value in zip(rows, adjusted):
         row["spread_p_holm"] = float(value)
     feature_n = [row[f"{metric}_n"] for row in rows for metric in FEATURE_METRICS]
-    for test in ("p_superior", "p_worse"):  # each over all setting x metric cells of the context
-        adjusted = iter(holm_family([row[f"{metric}_{test}"] for row in rows for metric in FEATURE_METRICS],
-                                    feature_n))
-        for row in rows:
-            for metric in FEATURE_METRICS:
-                row[f"{metric}_{test}_holm"] = float(next(adjusted))
+    adjusted = iter(holm_family([row[f"{metric}_p_superior"] for row in rows for metric in FEATURE_METRICS],
+                                feature_n))  # over all setting x metric cells of the context
+    for row in rows:
+        for metric in FEATURE_METRICS:
+            row[f"{metric}_p_superior_holm"] = float(next(adjusted))
+        # the loss tests veto a setting's support: Holm over its own metrics only (correcting a veto
+        # over all cells would make it more lenient, not stricter)
+        worse = holm_family([row[f"{metric}_p_worse"] for metric in FEATURE_METRICS],
+                            [row[f"{metric}_n"] for metric in FEATURE_METRICS])
+        for metric, value in zip(FEATURE_METRICS, worse):
+            row[f"{metric}_p_worse_holm"] = float(value)
     k_spread = sum(np.isfinite(row["spread_p"]) for row in rows)
     powers: dict[tuple[int, int], float] = {}
     for row in rows:
@@ -741,31 +753,34 @@ def _seeds_for_margin(cells: pd.DataFrame, margin: float, k: int, mean_col: str,
                    f"{_f(row[mean_col])} pp, sd {_f(row[sd_col], 3, False)} pp), if the observed values were the truth")
 
 
-OVERFITTING_TESTS = ("paired by seed, gap = train_acc - test_acc, d = gap(setting) - gap(baseline); supported = "
-                     "for some setting H0 mean d >= -m rejected (one-sided t-test: the gap shrinks by more than m) "
-                     "at Holm 0.05 over the settings AND its test accuracy held (paired test-accuracy change, H0 "
-                     "mean <= -m rejected at Holm 0.05 over the settings): a gap closed by lower test accuracy is "
-                     "underfitting, not less overfitting; not supported = "
-                     "every setting's H0 mean d <= -m rejected at 0.05 (intersection-union test); test loss "
-                     "(H0 mean change >= 0, Holm) and train accuracy reported alongside")
+OVERFITTING_TESTS = ("paired by seed over the seeds with train and test accuracy, gap = train_acc - test_acc, d = "
+                     "gap(setting) - gap(baseline), a = test_acc(setting) - test_acc(baseline); a setting supports the "
+                     "claim if its gap shrinks by more than m (H0 mean d >= -m) AND its test accuracy is held (H0 mean "
+                     "a <= -m): both one-sided t-tests, joined as p = max of the two (intersection-union), Holm 0.05 "
+                     "over the settings; supported = some setting supports it; not supported = every setting shown "
+                     "not to: its gap change shown above -m (H0 mean d <= -m) or its test accuracy shown below -m (H0 "
+                     "mean a >= -m), each at 0.025; test loss (H0 mean change >= 0, Holm) and train accuracy reported "
+                     "alongside")
 
 
 def overfitting_verdict(table: pd.DataFrame, margin: float) -> dict:
-    """Overfitting claim for one context (columns gap_*, test_loss_*, train_acc_delta_pp, call, name).
+    """Overfitting claim for one context (columns gap_*, support_p_holm, acc_*_p, test_loss_*,
+    train_acc_delta_pp, delta_pp, paired_sd_pp, call, name). Changed in session 5 (README): a smaller
+    gap counts only with the test accuracy held.
 
-    supported: some setting's train-test gap shrinks by more than m (gap_p_holm < 0.05, gap_p testing
-    H0 mean d >= -m) while its test accuracy is held (acc_held_p_holm < 0.05: H0 mean test-accuracy
-    change <= -m rejected; changed in session 5, README); for each such setting the reasons say
-    whether test accuracy rose (its accuracy call) or the smaller gap was bought by lower train
-    accuracy with no test gain; settings whose gap shrinks without the test accuracy shown held are
-    listed and do not count. not supported: every setting has gap_p_above_margin < 0.05 (gap
-    change shown above -m, IUT). Else inconclusive; seeds_needed for the most reduced gap (if it is
-    reduced by more than m: H0 mean >= -m at 0.05/k) or for the settings not yet shown above -m
-    (at 0.05)."""
+    supported: some setting has support_p_holm < 0.05 (support_p = max(gap_p, acc_held_p): the gap
+    shrinks by more than m and the test accuracy change is shown above -m); the reasons say whether
+    test accuracy rose or the smaller gap was bought by lower train accuracy; settings whose gap
+    shrinks (gap_p_holm < 0.05) without that are named and do not count. not supported: every
+    setting has gap_p_above_margin < 0.025 or acc_below_p < 0.025 (shown not to support it). Else
+    inconclusive, with seeds_needed: for the setting with the most reduced gap among those whose
+    observed test accuracy change is above -m, the larger of the two tests' needs at 0.05/k (k =
+    Holm's family); otherwise for the open settings' tests of not supporting it, at 0.025."""
     k_all = len(table)
     live, diverged, diverged_reason = _split_diverged(table)
     tested = live[live["gap_n"] >= 2]
     k = len(tested)
+    half = SIGNIFICANCE / 2  # two ways of not supporting it, Bonferroni within the setting
     if k == 0:
         if len(diverged):
             untested_live = live[live["gap_n"] < 2]
@@ -776,9 +791,9 @@ def overfitting_verdict(table: pd.DataFrame, margin: float) -> dict:
         return _claim(NOT_TESTED, [why], margin, None, OVERFITTING_TESTS)
     untested = live[live["gap_n"] < 2]
     k_holm = int((table["gap_n"] >= 2).sum())  # Holm's family: every setting with 2 pairs, diverged ones too
-    gap_shrunk = tested[tested["gap_p_holm"] < SIGNIFICANCE].sort_values("gap_delta_pp")
-    held = gap_shrunk["acc_held_p_holm"] < SIGNIFICANCE
-    shrunk, underfit = gap_shrunk[held], gap_shrunk[~held]
+    shrunk = tested[tested["support_p_holm"] < SIGNIFICANCE].sort_values("gap_delta_pp")
+    not_held = tested[(tested["gap_p_holm"] < SIGNIFICANCE) & ~(tested["support_p_holm"] < SIGNIFICANCE)]
+    shown_not = (tested["gap_p_above_margin"] < half) | (tested["acc_below_p"] < half)
     reasons = []
 
     def gap_line(row) -> str:
@@ -789,8 +804,8 @@ def overfitting_verdict(table: pd.DataFrame, margin: float) -> dict:
     if len(shrunk):
         verdict, seeds = SUPPORTED, None
         reasons.append(f"{len(shrunk)} of {k} settings shrink the train-test accuracy gap by more than {margin:g} pp "
-                       f"(one-sided paired t-test against -{margin:g} pp, Holm over {k_holm} settings, p < "
-                       f"{SIGNIFICANCE}) with test accuracy held within -{margin:g} pp (Holm p < {SIGNIFICANCE})")
+                       f"with test accuracy held within -{margin:g} pp (both one-sided paired t-tests, joined as the "
+                       f"larger p, Holm over {k_holm} settings, p < {SIGNIFICANCE})")
         for _, row in shrunk.iterrows():
             call = row["call"]
             if call == BETTER:
@@ -799,71 +814,78 @@ def overfitting_verdict(table: pd.DataFrame, margin: float) -> dict:
                 how = (f"and test accuracy rose, shown above 0 but not above {margin:g} pp "
                        "(accuracy call: smaller than margin)")
             elif call == WORSE:
-                how = f"but test accuracy fell (accuracy call: {call})"
+                how = f"but test accuracy fell, by less than {margin:g} pp (accuracy call: {call})"
             elif row["train_acc_delta_pp"] < 0 and row.get("train_acc_p", float("nan")) < SIGNIFICANCE:
                 how = (f"the smaller gap was bought by lower train accuracy (paired two-sided p = "
                        f"{_p(row['train_acc_p'])}) with no test gain (accuracy call: {call})")
             else:
                 how = (f"with no test gain shown (accuracy call: {call}); the train accuracy change of "
                        f"{_f(row['train_acc_delta_pp'])} pp is not significant (p = {_p(row.get('train_acc_p'))})")
-            reasons.append(gap_line(row) + ": " + how)
-    elif len(untested) == 0 and (tested["gap_p_above_margin"] < SIGNIFICANCE).all():
-        verdict, seeds = NOT_SUPPORTED, None  # (a setting in `underfit` has its gap shown below -m: not here)
-        reasons.append(f"no setting is shown to shrink the train-test gap by more than {margin:g} pp, and every one "
-                       f"of the {k} settings is "
-                       f"shown to change it by more than -{margin:g} pp (intersection-union test, each p < "
-                       f"{SIGNIFICANCE}, the largest {_p(tested['gap_p_above_margin'].max())})")
-        best = tested.sort_values("gap_delta_pp").iloc[0]
-        reasons.append("largest observed reduction: " + gap_line(best))
+            reasons.append(gap_line(row) + f" (joint Holm p = {_p(row['support_p_holm'])}): " + how)
+    elif len(untested) == 0 and shown_not.all():
+        verdict, seeds = NOT_SUPPORTED, None
+        below = tested[tested["acc_below_p"] < half]
+        reasons.append(f"every one of the {k} settings is shown not to shrink the gap by more than {margin:g} pp with "
+                       f"test accuracy held (intersection-union test): its gap change shown above -{margin:g} pp or "
+                       f"its test accuracy shown below -{margin:g} pp, each one-sided p < {half:g}")
+        if len(below):
+            reasons.append(f"test accuracy shown below -{margin:g} pp (what closes their gap is lower test "
+                           f"accuracy, not less overfitting): {_names(below)}")
+        reasons.append("largest observed reduction: " + gap_line(tested.sort_values("gap_delta_pp").iloc[0]))
     else:
         verdict = INCONCLUSIVE
         best = tested.sort_values("gap_delta_pp").iloc[0]
         reasons.append(f"no setting is shown to shrink the train-test gap by more than {margin:g} pp with test "
-                       f"accuracy held (Holm over {k_holm} settings), and not every setting is shown "
-                       f"to change it by more than -{margin:g} pp")
+                       f"accuracy held (Holm over {k_holm} settings), and not every setting is shown not to")
         reasons.append("largest observed reduction: " + gap_line(best))
         if len(untested):
             reasons.append(f"{len(untested)} setting(s) could not be tested: {_names(untested)}")
-        planned = _with_spread(tested, "gap_delta_pp", "gap_sd_pp")  # ties: no sd to plan with
-        if planned.empty:
-            seeds = None
-            reasons.append("no tested setting has paired gap changes with spread yet (ties): no sd to plan the "
-                           "seeds with")
-        elif len(holdable := planned[planned["delta_pp"] > -margin]) and (
-                best := holdable.sort_values("gap_delta_pp").iloc[0])["gap_delta_pp"] < -margin:
-            # planned on a setting whose observed test accuracy could be shown held (mean above -m)
-            seeds = seeds_needed(-best["gap_delta_pp"] - margin, best["gap_sd_pp"], SIGNIFICANCE / k_holm)
-            reasons.append(f"about {seeds} seeds per setting would show {best['name']}'s gap reduction beyond "
-                           f"-{margin:g} pp with 80 % "
-                           f"power at Holm's first-step level {SIGNIFICANCE}/{k_holm} (its test accuracy must be "
-                           f"held too), if the observed mean and sd "
-                           f"({_f(best['gap_sd_pp'], 3, False)} pp) were the truth" if seeds else
-                           "no finite number of seeds up to 100000 shows the largest gap reduction")
-        else:
-            open_rows = planned[~(planned["gap_p_above_margin"] < SIGNIFICANCE)]
-            needs = [seeds_needed(row["gap_delta_pp"] + margin, row["gap_sd_pp"], SIGNIFICANCE)
-                     for _, row in open_rows.iterrows()]
-            seeds = None if not needs or any(n is None for n in needs) else max(needs)
-            if not needs:
-                reasons.append(f"every tested setting is shown above -{margin:g} pp: only the untested ones, "
-                               "which need 2 or more paired seeds, keep it open")
-            else:
-                reasons.append(f"about {seeds} seeds per setting would show every open setting's gap change above "
-                               f"-{margin:g} pp with 80 % power each at {SIGNIFICANCE}" if seeds else
-                               "no finite number of seeds decides it under the observed means and sds (a setting "
-                               f"whose gap shrinks beyond -{margin:g} pp with its test accuracy below -{margin:g} pp "
-                               "can show neither)")
-    if len(underfit):
-        reasons.append(f"{len(underfit)} setting(s) shrink the gap by more than {margin:g} pp (Holm) but their test "
-                       f"accuracy is not shown held within -{margin:g} pp, so they do not count (a gap closed by "
-                       "lower test accuracy is underfitting): " + "; ".join(
-                           gap_line(row) + f" (Holm p of test accuracy held {_p(row['acc_held_p_holm'])})"
-                           for _, row in underfit.iterrows()))
+        seeds, why = _overfitting_seeds(tested[~shown_not], margin, k_holm)
+        reasons.append(why)
+    if len(not_held):
+        reasons.append(f"{len(not_held)} setting(s) shrink the gap by more than {margin:g} pp (Holm) without their "
+                       f"test accuracy shown held within -{margin:g} pp, so they do not count (a gap closed by "
+                       "lower test accuracy would be underfitting): " + "; ".join(
+                           gap_line(row) + f" (one-sided p of test accuracy held {_p(row['acc_held_p'])})"
+                           for _, row in not_held.iterrows()))
     reasons += diverged_reason
     lower_loss = tested[tested["test_loss_p_holm"] < SIGNIFICANCE]
     reasons.append(f"test loss is significantly lower than the baseline's (one-sided paired t-test, Holm) for "
                    f"{len(lower_loss)} of {k} settings: {_names(lower_loss)} (reported, not part of the rule)")
     return _claim(verdict, reasons, margin, seeds, OVERFITTING_TESTS)
+
+
+def _overfitting_seeds(open_rows: pd.DataFrame, margin: float, k_holm: int) -> tuple[int | None, str]:
+    """seeds_needed and its sentence for an inconclusive overfitting verdict (`open_rows`: the tested
+    settings not shown not to support it). Each need assumes the observed means and sds are true."""
+    gap_sd = pd.to_numeric(open_rows["gap_sd_pp"], errors="coerce")
+    acc_sd = pd.to_numeric(open_rows["paired_sd_pp"], errors="coerce")
+    planned = open_rows[(gap_sd > EXACT_TOLERANCE) & (acc_sd > EXACT_TOLERANCE)]
+    if planned.empty:
+        return None, "no open setting has paired changes with spread yet (ties): no sd to plan the seeds with"
+    candidates = planned[(planned["gap_delta_pp"] < -margin) & (planned["delta_pp"] > -margin)]
+    if len(candidates):
+        best = candidates.sort_values("gap_delta_pp").iloc[0]
+        level = SIGNIFICANCE / k_holm
+        needs = (seeds_needed(-best["gap_delta_pp"] - margin, best["gap_sd_pp"], level),
+                 seeds_needed(best["delta_pp"] + margin, best["paired_sd_pp"], level))
+        if any(n is None for n in needs):
+            return None, f"no finite number of seeds shows {best['name']}'s gap reduction with its accuracy held"
+        return max(needs), (f"about {max(needs)} seeds per setting would show {best['name']}'s gap reduction beyond "
+                            f"-{margin:g} pp ({needs[0]} seeds) and its test accuracy held within -{margin:g} pp "
+                            f"({needs[1]} seeds), each with 80 % power at Holm's first-step level "
+                            f"{SIGNIFICANCE}/{k_holm} (joint power lower), if the observed means and sds were "
+                            "the truth")
+    needs = []
+    for _, row in planned.iterrows():  # the cheaper of its two ways of being shown not to support it
+        ways = [n for n in (seeds_needed(row["gap_delta_pp"] + margin, row["gap_sd_pp"], SIGNIFICANCE / 2),
+                            seeds_needed(-margin - row["delta_pp"], row["paired_sd_pp"], SIGNIFICANCE / 2)) if n]
+        needs.append(min(ways) if ways else None)
+    if any(n is None for n in needs):
+        return None, "no finite number of seeds decides it under the observed means and sds"
+    return max(needs), (f"about {max(needs)} seeds per setting would show every open setting not to support it (its "
+                        f"gap change above -{margin:g} pp or its test accuracy below -{margin:g} pp) with 80 % power "
+                        f"each at {SIGNIFICANCE / 2:g}, if the observed means and sds were the truth")
 
 
 STABILITY_TESTS = ("seed-to-seed sd of test accuracy: spread_ratio = sd(setting) / sd(baseline); Brown-Forsythe "
@@ -940,23 +962,25 @@ def stability_verdict(table: pd.DataFrame, n_spread_sim: int = N_SPREAD_SIMULATI
 FEATURE_TESTS = ("paired by seed for each of " + ", ".join(FEATURE_METRICS) + " (higher = better): better = H0 mean "
                  "d <= m rejected at Holm 0.05 over all setting x metric tests of the context; supported = some "
                  "setting better on some metric and shown worse on none (H0 mean d >= 0 rejected at Holm 0.05 over "
-                 "the same cells); not supported = every "
+                 "that setting's own metrics); not supported = every "
                  "setting x measured metric has H0 mean d >= m rejected at 0.05 (intersection-union test); "
                  f"{SPARSITY_METRIC}: paired change with a two-sided t-test, descriptive only")
 
 
 def features_verdict(table: pd.DataFrame, margin: float, measured: Sequence[str]) -> dict:
     """Feature claim for one context: the cells (setting x metric in ``measured``) with their paired
-    columns <metric>_n, _delta_pp, _sd_pp, _p_superior_holm, _p_inferior. supported: some cell has
-    p_superior_holm < 0.05. not supported: every cell tested with p_inferior < 0.05 (IUT). not tested:
-    no feature metric measured, or no cell with 2 pairs. Else inconclusive (seeds as for accuracy,
-    with k = number of tested cells). zero_fraction is described, never decisive."""
+    columns <metric>_n, _delta_pp, _sd_pp, _p_superior_holm, _p_inferior, _p_worse_holm. supported:
+    some cell has p_superior_holm < 0.05 in a setting none of whose cells has p_worse_holm < 0.05
+    (changed in session 5, README). not supported: every cell tested with p_inferior < 0.05 (IUT). not
+    tested: no feature metric measured, or no cell with 2 pairs. Else inconclusive (seeds as for
+    accuracy, with k = Holm's family of the superiority tests). zero_fraction is described, never
+    decisive."""
     live, diverged, diverged_reason = _split_diverged(table)
     columns = ["name", "setting", "metric", "n", "delta", "sd", "p_holm", "p_inferior", "p_worse_holm"]
     cells = pd.DataFrame([{"name": f"{row['name']} / {metric}", "setting": row["name"], "metric": metric,
                            "n": row[f"{metric}_n"], "delta": row[f"{metric}_delta_pp"], "sd": row[f"{metric}_sd_pp"],
                            "p_holm": row[f"{metric}_p_superior_holm"], "p_inferior": row[f"{metric}_p_inferior"],
-                           "p_worse_holm": row.get(f"{metric}_p_worse_holm", float("nan"))}
+                           "p_worse_holm": row[f"{metric}_p_worse_holm"]}
                           for _, row in live.iterrows() for metric in measured], columns=columns)
     # Holm's family: the cells of every setting with 2 pairs, diverged ones too
     k_holm = int(sum((table[f"{metric}_n"] >= 2).sum() for metric in measured)) if len(table) else 0
@@ -986,7 +1010,8 @@ def features_verdict(table: pd.DataFrame, margin: float, measured: Sequence[str]
         verdict = SUPPORTED
         reasons.append(f"{len(better)} of {k} setting x metric tests show better features by more than {margin:g} pp "
                        f"(one-sided paired t-test against {margin:g} pp, Holm over {k_holm} tests, p < {SIGNIFICANCE}) "
-                       f"in settings shown worse on no feature metric (H0 gain >= 0, Holm over {k_holm} tests)")
+                       "in settings shown worse on no feature metric (H0 gain >= 0, Holm over each setting's "
+                       f"{len(measured)} metrics)")
         reasons += [line(cell) for _, cell in better.iterrows()]
         metrics = sorted(set(better["metric"]))
         reasons.append(f"the metric(s) that carry it: {', '.join(metrics)} (of {len(measured)} measured)")
@@ -1008,7 +1033,8 @@ def features_verdict(table: pd.DataFrame, margin: float, measured: Sequence[str]
         reasons.append(why)
     if len(mixed):
         reasons.append(f"{len(mixed)} setting x metric test(s) show a gain beyond {margin:g} pp (Holm) in settings "
-                       "that are significantly worse on another feature metric (Holm), so they do not count: "
+                       "that are significantly worse on another feature metric (Holm over the setting's metrics), "
+                       "so they do not count: "
                        + "; ".join(line(cell) + " - worse on " + ", ".join(
                            worse[worse["setting"] == cell["setting"]]["metric"]) for _, cell in mixed.iterrows()))
     reasons += diverged_reason

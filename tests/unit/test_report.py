@@ -691,7 +691,8 @@ def test_a_report_with_fewer_runs_than_planned_says_it_is_interim(tmp_path):
     write_reports(tmp_path)
     verdict = json.loads((tmp_path / "verdict.json").read_text())
     assert (verdict["runs"], verdict["runs_planned"], verdict["interim"]) == (18, 20, True)
-    assert "**Interim report: 18 of the 20 planned runs.**" in (tmp_path / "report.md").read_text()
+    assert "**Interim report: 18 of the 20 planned runs have finished (ok or diverged).**" in (
+        tmp_path / "report.md").read_text()
     assert folder_rows(tmp_path)[0].note == "interim: not all planned runs are in"
     files.write_json_atomic(tmp_path / "sweep.json", {"invocations": [{"planned_runs": []}]})
     write_reports(tmp_path)
@@ -699,3 +700,10 @@ def test_a_report_with_fewer_runs_than_planned_says_it_is_interim(tmp_path):
     assert (verdict["runs_planned"], verdict["interim"]) == (18, False)
     assert "Interim report" not in (tmp_path / "report.md").read_text()
     assert folder_rows(tmp_path)[0].note == ""
+    # a failed run is retried by the next invocation: the report is interim until it has finished
+    failed = record("both-a0.001-s5", setting_of(1e-3), 5, status="failed")
+    write(tmp_path, [failed])
+    write_reports(tmp_path)
+    verdict = json.loads((tmp_path / "verdict.json").read_text())
+    assert (verdict["runs"], verdict["runs_final"], verdict["runs_planned"], verdict["interim"]) == (18, 17, 18, True)
+    assert "**Interim report: 17 of the 18 planned runs have finished" in (tmp_path / "report.md").read_text()
