@@ -133,7 +133,7 @@ def overview_markdown(folders: list[Path], link_from: Path = Path(".")) -> str:
            for claim in stats.CLAIMS},
         "highest paired gain in test accuracy (its 95 % CI, n seeds, call)": [r.best_gain for r in rows],
         "note": [r.note or "" for r in rows],
-    })
+    }).map(lambda cell: cell.replace("|", "\\|"))  # a "|" in a folder name or a context must not split a cell
     return "\n".join([
         "# The claim check at a glance",
         "",

@@ -346,7 +346,7 @@ def by_axis(rows: pd.DataFrame, varying: list[str]) -> str:
                 "accuracy gain pp, mean": _fmt(group["delta_pp"].mean(), 3, True),
                 "best (setting)": "-" if best is None else _fmt(best["delta_pp"], 3, True)
                 + (f" ({_setting_name(best, others)})" if others else ""),
-                "calls": calls,
+                "accuracy calls": calls,
                 "gap change pp, mean": _fmt(group["gap_delta_pp"].mean(), 3, True),
                 "sd ratio, median": _fmt(group["spread_ratio"].median(), 2),
                 **{f"{metric} gain pp, mean": _fmt(group[f"{metric}_delta_pp"].mean(), 2, True)

@@ -642,7 +642,7 @@ def test_by_axis_averages_each_axis_values_settings_for_every_claim(tmp_path):
     assert weights["best (setting)"] == f"{best['delta_pp']:+.3f} (alpha={best['alpha']:g} schedule={best['schedule']})"
     assert float(weights["gap change pp, mean"]) == pytest.approx(group["gap_delta_pp"].mean(), abs=5e-4)
     assert float(weights["sd ratio, median"]) == pytest.approx(group["spread_ratio"].median(), abs=5e-3)
-    assert sum(int(part.split()[0]) for part in weights["calls"].split(", ")) == 4
+    assert sum(int(part.split()[0]) for part in weights["accuracy calls"].split(", ")) == 4
     assert weights["probe_acc_100 gain pp, mean"] == "-"  # these records have no feature metrics
     assert "## By axis, at a glance" in (tmp_path / "report.md").read_text()
     assert table in (tmp_path / "report.md").read_text()
@@ -707,3 +707,14 @@ def test_a_report_with_fewer_runs_than_planned_says_it_is_interim(tmp_path):
     verdict = json.loads((tmp_path / "verdict.json").read_text())
     assert (verdict["runs"], verdict["runs_final"], verdict["runs_planned"], verdict["interim"]) == (18, 17, 18, True)
     assert "**Interim report: 17 of the 18 planned runs have finished" in (tmp_path / "report.md").read_text()
+
+
+def test_a_pipe_in_a_folder_name_does_not_split_the_overview_table(tmp_path):
+    from l2reg.overview import overview_markdown
+
+    folder = tmp_path / "a|b"
+    data_set(folder, GAINS["supported"], seeds=3)
+    write_reports(folder)
+    row = [line for line in overview_markdown([folder], tmp_path).splitlines() if line.startswith("| [")][0]
+    assert row.count(" | ") == len(stats.CLAIMS) + 4  # 9 cells: 8 separators between them
+    assert "a\\|b" in row
