@@ -217,7 +217,7 @@ def write_reports(results_dir: Path, min_effect_pp: float | None = None) -> Repo
     files.write_text_atomic(results_dir / "summary.csv", analysis.summary.to_csv(index=False))
     files.write_json_atomic(results_dir / "verdict.json", verdict)
     files.write_text_atomic(results_dir / "report.md", render_markdown(results_dir, records, runs, analysis, paths,
-                                                                        plots, loaded.skipped, len(planned_ids)))
+                                                                        plots, loaded.skipped, len(planned_ids), final))
     return Report(runs, analysis, loaded.skipped, paths)
 
 
@@ -433,13 +433,13 @@ def _context_section(context: str, runs: pd.DataFrame, analysis: stats.Analysis,
 
 
 def render_markdown(results_dir: Path, records: list[dict], runs: pd.DataFrame, analysis: stats.Analysis,
-                    paths: dict, plots: list[Path], skipped: list[tuple[str, str]], planned: int = 0) -> str:
+                    paths: dict, plots: list[Path], skipped: list[tuple[str, str]], planned: int = 0,
+                    final: int = 0) -> str:
     ok_records = [r for r in records if r["status"] == "ok"] or records
     cfg = ok_records[0]["config"]
     train, data = cfg.get("train") or {}, cfg.get("data") or {}  # a record may predate a key: "?" then
     contexts = sorted(analysis.verdicts, key=str)
     n_test = sorted({int(v) for v in runs["n_test"].dropna()}) or [10000]
-    final = int(runs["status"].isin(["ok", "diverged"]).sum())
     m = analysis.min_effect_pp
     devices = sorted({str(d) for d in runs["device"]})
     commits = sorted({str(c) for c in runs["git_commit"].dropna()})

@@ -858,9 +858,8 @@ def overfitting_verdict(table: pd.DataFrame, margin: float) -> dict:
 def _overfitting_seeds(open_rows: pd.DataFrame, margin: float, k_holm: int) -> tuple[int | None, str]:
     """seeds_needed and its sentence for an inconclusive overfitting verdict (`open_rows`: the tested
     settings not shown not to support it). Each need assumes the observed means and sds are true."""
-    gap_sd = pd.to_numeric(open_rows["gap_sd_pp"], errors="coerce")
-    acc_sd = pd.to_numeric(open_rows["paired_sd_pp"], errors="coerce")
-    planned = open_rows[(gap_sd > EXACT_TOLERANCE) & (acc_sd > EXACT_TOLERANCE)]
+    # both tests need paired changes with spread (the tie rule of _with_spread)
+    planned = _with_spread(_with_spread(open_rows, "gap_delta_pp", "gap_sd_pp"), "delta_pp", "paired_sd_pp")
     if planned.empty:
         return None, "no open setting has paired changes with spread yet (ties): no sd to plan the seeds with"
     candidates = planned[(planned["gap_delta_pp"] < -margin) & (planned["delta_pp"] > -margin)]
