@@ -355,6 +355,92 @@ def by_axis(rows: pd.DataFrame, varying: list[str]) -> str:
     return _table(pd.DataFrame(table))
 
 
+def _count(mask) -> int:
+    return int(np.asarray(mask, dtype=bool).sum())
+
+
+def axis_findings(group: pd.DataFrame) -> dict:
+    """What the declared per-setting tests found in a group of settings (one axis value): counts of
+    settings, never a new test. accuracy: the settings' calls; overfitting: gap shrunk by more than m
+    with test accuracy held (support_p_holm < 0.05, counts for the claim) or shrunk without it
+    (gap_p_holm < 0.05 only); stability: sd significantly smaller or larger (spread_p_holm < 0.05);
+    features: better on some metric (p_superior_holm < 0.05) and worse on none (counts for the
+    claim), and worse on some metric (p_worse_holm < 0.05)."""
+    level = stats.SIGNIFICANCE
+    measured = [m for m in stats.FEATURE_METRICS  # metrics some setting of the group has paired seeds of
+                if f"{m}_n" in group and (group[f"{m}_n"] >= 2).any()]
+    better_on_one = np.zeros(len(group), dtype=bool)
+    worse_on_one = np.zeros(len(group), dtype=bool)
+    for metric in measured:  # NaN p (untested) compares False: neither better nor worse
+        better_on_one |= (group[f"{metric}_p_superior_holm"] < level).to_numpy()
+        worse_on_one |= (group[f"{metric}_p_worse_holm"] < level).to_numpy()
+    support = (group["support_p_holm"] < level).to_numpy()
+    shrunk = (group["gap_p_holm"] < level).to_numpy()
+    return {
+        "settings": len(group),
+        "calls": group["call"].value_counts().to_dict(),
+        "mean_gain_pp": float(group["delta_pp"].mean()),
+        "gap_support": _count(support),
+        "gap_shrunk_not_held": _count(shrunk & ~support),
+        "sd_smaller": _count((group["spread_ratio"] < 1) & (group["spread_p_holm"] < level)),
+        "sd_larger": _count((group["spread_ratio"] > 1) & (group["spread_p_holm"] < level)),
+        "features_count": _count(better_on_one & ~worse_on_one) if measured else None,
+        "features_worse": _count(worse_on_one) if measured else None,
+    }
+
+
+def _value_name(col: str, value) -> str:  # alpha=0.0001 -> alpha=1e-04 would mislead: :g
+    return f"{col}={value:g}" if col == "alpha" else f"{col}={value}"
+
+
+def _decided(f: dict) -> str:
+    """A group's findings (axis_findings) in words, a clause per claim where a test decided something
+    (accuracy always: "0 better" is the finding), counts of settings."""
+    calls = f["calls"]
+    open_calls = f["settings"] - sum(calls.get(c, 0) for c in (stats.BETTER, stats.EQUIVALENT, stats.WORSE,
+                                                                 stats.DIVERGED))
+    accuracy = [f"{calls.get(stats.BETTER, 0)} better"] + [
+        f"{calls[c]} {c}" for c in (stats.EQUIVALENT, stats.WORSE, stats.DIVERGED) if calls.get(c)]
+    clauses = [f"accuracy {', '.join(accuracy)}" + (f" ({open_calls} open)" if open_calls else "")]
+    gap = ([f"{f['gap_support']} shrunk with test accuracy held"] if f["gap_support"] else []) + (
+        [f"{f['gap_shrunk_not_held']} shrunk by lower test accuracy (does not count)"]
+        if f["gap_shrunk_not_held"] else [])
+    if gap:
+        clauses.append("gap " + ", ".join(gap))
+    spread = [f"{f[k]} {w}" for k, w in (("sd_smaller", "smaller"), ("sd_larger", "larger")) if f[k]]
+    if spread:
+        clauses.append("sd " + ", ".join(spread))
+    features = [f"{f[k]} {w}" for k, w in (("features_count", "better (worse on no metric)"),
+                                           ("features_worse", "worse on some metric")) if f[k]]
+    if features:
+        clauses.append("features " + ", ".join(features))
+    return "; ".join(clauses)
+
+
+def axis_words(rows: pd.DataFrame, varying: list[str]) -> list[str]:
+    """The by-axis reading in words, a bullet per axis (which value gains most and least test accuracy
+    on average) with a sub-bullet per value: what the declared per-setting tests decided, as counts
+    of settings (axis_findings). Descriptive: it restates the per-setting decisions, it decides nothing."""
+    lines = []
+    for col in varying:
+        groups = list(rows.groupby(col, sort=True))
+        if len(groups) < 2:
+            continue
+        found = {value: axis_findings(group) for value, group in groups}
+        ranked = sorted((item for item in found.items() if np.isfinite(item[1]["mean_gain_pp"])),
+                        key=lambda item: -item[1]["mean_gain_pp"])
+        lead = f"- **{col}**"
+        if len(ranked) >= 2:
+            (top, top_f), (low, low_f) = ranked[0], ranked[-1]
+            lead += (f": mean accuracy change highest at {_value_name(col, top)} "
+                     f"({_fmt(top_f['mean_gain_pp'], 3, True)} pp), lowest at {_value_name(col, low)} "
+                     f"({_fmt(low_f['mean_gain_pp'], 3, True)} pp)")
+        lines.append(lead + "; settings by what the declared tests decided:")
+        lines += [f"  - {_value_name(col, value)} ({f['settings']} setting{'s' * (f['settings'] != 1)}): {_decided(f)}"
+                  for value, f in found.items()]
+    return lines
+
+
 def regime_text(run_row) -> str:
     """A context's training regime in words, from one of its rows of runs.csv."""
     return (f"{_value(run_row['epochs'], 'd')} epoch(s), dropout {_value(run_row['dropout'], 'g')}, "
@@ -416,7 +502,8 @@ def _context_section(context: str, runs: pd.DataFrame, analysis: stats.Analysis,
                   "differences; a reading aid: the decisions are the per-setting tests of each claim). Gap "
                   "change: train-test gap of the setting minus the baseline's (negative = less overfitting); "
                   "sd ratio: seed-to-seed sd of test accuracy over the baseline's (below 1 = steadier); "
-                  "feature gains: paired, in pp.", "", by_axis(rows, varying), ""]
+                  "feature gains: paired, in pp. In words, counts of settings by the per-setting tests (open: "
+                  "undecided or smaller than margin):", "", *axis_words(rows, varying), "", by_axis(rows, varying), ""]
     for claim, table in (("overfitting", _overfitting_table(rows, varying)),
                          ("stability", _stability_table(rows, varying,
                                                         base["std_acc"].iloc[0] if len(base) else float("nan"))),

@@ -4,6 +4,8 @@ config composition with the project's real conf/, and a CLI runner."""
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +14,16 @@ import pytest
 from l2reg.data import write_idx
 
 REAL_MNIST = os.environ.get("L2SWEEP_DATA")
+
+
+def start_as_in_a_terminal(argv: list[str]) -> subprocess.Popen:
+    """Start `argv` (text pipes) with SIGINT at its default, as a shell in a terminal starts a
+    command, so that the Ctrl-C tests test l2sweep's handler. Why: a process started in the
+    background of a non-interactive shell (`cmd &`, nohup, some CI runners) inherits SIGINT
+    *ignored*, and Python then never raises KeyboardInterrupt: the sweep would run to its end and
+    the test fail for a reason that is not l2sweep's (seen on a fresh clone run from such a shell)."""
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def pattern_images(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

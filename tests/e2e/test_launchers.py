@@ -12,7 +12,6 @@ import json
 import os
 import re
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -27,6 +26,7 @@ from l2reg.cli import main as cli_main
 from l2reg.cli.main import app
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from conftest import start_as_in_a_terminal  # noqa: E402
 from slurm_cluster import max_overlap  # noqa: E402
 
 runner = CliRunner()
@@ -112,7 +112,7 @@ def test_local_workers_match_in_process_to_the_bit_and_train_at_once(tiny_mnist,
 def test_ctrl_c_ends_the_local_workers_and_exits_130(tiny_mnist, tmp_path):
     args = ["run", "alpha=0.0,1e-3", "seed=0", "train.epochs=300", f"data.root={tiny_mnist}", f"results_dir={tmp_path}",
             "name=c", "launcher=local", "launcher.n_jobs=2", *QUICK]
-    process = subprocess.Popen([L2SWEEP, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = start_as_in_a_terminal([L2SWEEP, *args])
     try:
         held = wait_until(lambda: len(h := executors.held_locks(tmp_path / "c" / "runs")) == 2 and h, 120,
                           "two workers training")

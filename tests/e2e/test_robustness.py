@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import start_as_in_a_terminal
 from typer.testing import CliRunner
 
 from l2reg.cli.main import app
@@ -30,7 +31,7 @@ def sweep_args(data, results, name, *extra):
 
 
 def start(args):
-    return subprocess.Popen([L2SWEEP, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return start_as_in_a_terminal([L2SWEEP, *args])
 
 
 def wait_for_files(folder: Path, count: int, process, timeout=240):

@@ -718,3 +718,39 @@ def test_a_pipe_in_a_folder_name_does_not_split_the_overview_table(tmp_path):
     row = [line for line in overview_markdown([folder], tmp_path).splitlines() if line.startswith("| [")][0]
     assert row.count(" | ") == len(stats.CLAIMS) + 4  # 9 cells: 8 separators between them
     assert "a\\|b" in row
+
+
+def test_axis_words_restate_the_per_setting_decisions_as_counts_per_axis_value():
+    from l2reg.report import axis_words
+
+    def row(alpha, target, delta, call, support=1.0, gap=1.0, ratio=1.0, spread=1.0, better=1.0, worse=1.0):
+        features = {}
+        for metric in stats.FEATURE_METRICS:  # only the first metric carries the given p-values
+            first = metric == stats.FEATURE_METRICS[0]
+            features |= {f"{metric}_n": 5, f"{metric}_p_superior_holm": better if first else 1.0,
+                         f"{metric}_p_worse_holm": worse if first else 1.0}
+        return {"alpha": alpha, "target": target, "delta_pp": delta, "call": call, "support_p_holm": support,
+                "gap_p_holm": gap, "spread_ratio": ratio, "spread_p_holm": spread, **features}
+
+    rows = pd.DataFrame([
+        row(1e-4, "weights", -0.30, "worse", gap=0.01, ratio=1.8, spread=0.02),  # gap shrunk, accuracy not held
+        row(1e-4, "both", +0.20, "better", support=0.03, gap=0.01, better=0.01),
+        row(1e-3, "weights", -0.10, "undecided", worse=0.04),
+        row(1e-3, "both", +0.05, "equivalent", ratio=0.5, spread=0.049, better=0.02, worse=0.01),
+    ])
+    words = axis_words(rows, ["alpha", "target"])
+    assert words == [
+        "- **alpha**: mean accuracy change highest at alpha=0.001 (-0.025 pp), lowest at alpha=0.0001 (-0.050 pp)"
+        "; settings by what the declared tests decided:",
+        "  - alpha=0.0001 (2 settings): accuracy 1 better, 1 worse; gap 1 shrunk with test accuracy held, "
+        "1 shrunk by lower test accuracy (does not count); sd 1 larger; features 1 better (worse on no metric)",
+        "  - alpha=0.001 (2 settings): accuracy 0 better, 1 equivalent (1 open); sd 1 smaller; "
+        "features 2 worse on some metric",  # better and worse in one setting: it does not count
+        "- **target**: mean accuracy change highest at target=both (+0.125 pp), lowest at target=weights (-0.200 pp)"
+        "; settings by what the declared tests decided:",
+        "  - target=both (2 settings): accuracy 1 better, 1 equivalent; gap 1 shrunk with test accuracy held; "
+        "sd 1 smaller; features 1 better (worse on no metric), 1 worse on some metric",
+        "  - target=weights (2 settings): accuracy 0 better, 1 worse (1 open); gap 1 shrunk by lower test accuracy "
+        "(does not count); sd 1 larger; features 1 worse on some metric",
+    ]
+    assert axis_words(rows[rows["target"] == "both"], ["alpha", "target"])[-1].startswith("  - alpha=0.001")
