@@ -1,8 +1,10 @@
 """The claim check at a glance: one markdown table over several results folders (the main grid and
 each control), a row per folder and context, read from the files `l2sweep report` wrote there
 (verdict.json, summary.csv, runs.csv) and the runs planned in sweep.json. It recomputes no
-statistic: each folder's report is the evidence, this table points to it. A folder whose report is
-older than its run files is marked stale rather than silently summarised.
+statistic: each folder's report is the evidence, this table points to it. A folder whose report no
+longer describes its run files (files added or removed, a run re-run with another status or test
+accuracy) is marked stale rather than silently summarised. Staleness is judged by content, never by
+file times: a git clone gives every file the time of the checkout.
 """
 
 from __future__ import annotations
@@ -68,6 +70,25 @@ def _read_report(folder: Path) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
     return {"claims": claims, "runs": counted[0], "skipped": counted[1], "interim": interim}, summary, runs
 
 
+def _changed_since_report(folder: Path, runs: pd.DataFrame) -> int:
+    """How many of the report's runs (runs.csv) have a run file that now says another thing: gone,
+    unreadable, or another status or test accuracy (a failed run retried, a run re-run with --force
+    under other code). Reads each file's status and metrics only (250 files: well under a second)."""
+    def same(a, b) -> bool:  # NaN (no metric: a failed run) equals NaN
+        a, b = (float("nan") if v is None else float(v) for v in (a, b))
+        return a == b or (a != a and b != b)
+
+    changed = 0
+    for run_id, status, test_acc in zip(runs["run_id"], runs["status"], runs["test_acc"]):
+        try:
+            record = files.read_json(folder / "runs" / f"{run_id}.json")
+            now = (record.get("metrics") or {}).get("test_acc")
+            changed += record.get("status") != status or not same(now, test_acc)
+        except (OSError, ValueError, TypeError, AttributeError):
+            changed += 1
+    return changed
+
+
 def folder_rows(folder: Path) -> list[FolderRow]:
     """The rows of one results folder: one per context of its report; one row saying why when the
     folder has not started, has no finished run or has no report yet. Runs done and ok are those
@@ -90,12 +111,15 @@ def folder_rows(folder: Path) -> list[FolderRow]:
     if reported_files != len(run_files):
         note = (f"stale: runs/ holds {len(run_files)} files, the report read {reported_files}: "
                 f"`l2sweep report {name}`")
-    elif max(p.stat().st_mtime for p in run_files) > verdict_path.stat().st_mtime:
-        note = f"stale: a run file is newer than the report: `l2sweep report {name}`"
+    elif changed := _changed_since_report(folder, runs):
+        note = f"stale: {changed} run file(s) changed since the report: `l2sweep report {name}`"
     else:
         note = ""
     if verdict["interim"]:
         note = "; ".join(filter(None, ["interim: not all planned runs are in", note]))
+    if not (folder / "sweep.json").is_file():  # e.g. a control holding only the baselines copied to it
+        note = "; ".join(filter(None, ["no sweep has run here yet (no sweep.json: nothing planned; its run files "
+                                       "were put here)", note]))
     if verdict["skipped"]:
         note = "; ".join(filter(None, [f"{verdict['skipped']} file(s) in runs/ are not run records (report.md)",
                                        note]))

@@ -331,18 +331,20 @@ def by_axis(rows: pd.DataFrame, varying: list[str]) -> str:
     """A row per value of each setting axis that varies, over the settings with that value: the
     mean and best paired accuracy gain and the calls (accuracy), the mean change of the train-test
     gap (overfitting), the median sd ratio (stability) and the mean paired gain of each feature
-    metric (features). A reading aid on what each part of the penalty does: the tests are the
+    metric (features), settings that diverged in some seed left out of the means and the best (their
+    calls still counted). A reading aid on what each part of the penalty does: the tests are the
     per-setting rows of each claim's table."""
     table = []
     for col in varying:
         others = [c for c in varying if c != col]
-        for value, group in rows.groupby(col, sort=True):
+        for value, everything in rows.groupby(col, sort=True):
+            group = _without_diverged(everything)  # the calls below still count the diverged ones
             best = group.loc[group["delta_pp"].idxmax()] if group["delta_pp"].notna().any() else None
-            calls = ", ".join(f"{count} {call}" for call, count in group["call"].value_counts().items())
+            calls = ", ".join(f"{count} {call}" for call, count in everything["call"].value_counts().items())
             table.append({
                 "axis": col,
                 "value": f"{value:g}" if col == "alpha" else str(value),
-                "settings": str(len(group)),
+                "settings": str(len(everything)),
                 "accuracy gain pp, mean": _fmt(group["delta_pp"].mean(), 3, True),
                 "best (setting)": "-" if best is None else _fmt(best["delta_pp"], 3, True)
                 + (f" ({_setting_name(best, others)})" if others else ""),
@@ -359,31 +361,42 @@ def _count(mask) -> int:
     return int(np.asarray(mask, dtype=bool).sum())
 
 
+def _without_diverged(group: pd.DataFrame) -> pd.DataFrame:
+    """The settings none of whose runs diverged: as in stats._split_diverged, a setting that diverged
+    in some seed counts against every claim, and its surviving runs' numbers would flatter it."""
+    n_div = group["n_diverged"] if "n_diverged" in group else pd.Series(0, index=group.index)
+    return group[~(n_div.fillna(0) > 0)]
+
+
 def axis_findings(group: pd.DataFrame) -> dict:
-    """What the declared per-setting tests found in a group of settings (one axis value): counts of
-    settings, never a new test. accuracy: the settings' calls; overfitting: gap shrunk by more than m
-    with test accuracy held (support_p_holm < 0.05, counts for the claim) or shrunk without it
-    (gap_p_holm < 0.05 only); stability: sd significantly smaller or larger (spread_p_holm < 0.05);
-    features: better on some metric (p_superior_holm < 0.05) and worse on none (counts for the
-    claim), and worse on some metric (p_worse_holm < 0.05)."""
+    """What the declared per-setting tests decided in a group of settings (one axis value): counts of
+    settings, never a new test. Settings that diverged in some seed are counted apart (against every
+    claim) and left out of everything else, as the verdicts do. accuracy: the calls; overfitting: gap
+    shrunk by more than m with test accuracy held (support_p_holm < 0.05: counts for the claim) or
+    shrunk without the accuracy shown held (gap_p_holm < 0.05 only: does not count); stability: sd
+    significantly smaller or larger (spread_p_holm < 0.05); features: better on some metric
+    (p_superior_holm < 0.05) and not shown worse on any (counts for the claim), and shown worse on
+    some metric (p_worse_holm < 0.05)."""
     level = stats.SIGNIFICANCE
+    live = _without_diverged(group)
     measured = [m for m in stats.FEATURE_METRICS  # metrics some setting of the group has paired seeds of
-                if f"{m}_n" in group and (group[f"{m}_n"] >= 2).any()]
-    better_on_one = np.zeros(len(group), dtype=bool)
-    worse_on_one = np.zeros(len(group), dtype=bool)
+                if f"{m}_n" in live and (live[f"{m}_n"] >= 2).any()]
+    better_on_one = np.zeros(len(live), dtype=bool)
+    worse_on_one = np.zeros(len(live), dtype=bool)
     for metric in measured:  # NaN p (untested) compares False: neither better nor worse
-        better_on_one |= (group[f"{metric}_p_superior_holm"] < level).to_numpy()
-        worse_on_one |= (group[f"{metric}_p_worse_holm"] < level).to_numpy()
-    support = (group["support_p_holm"] < level).to_numpy()
-    shrunk = (group["gap_p_holm"] < level).to_numpy()
+        better_on_one |= (live[f"{metric}_p_superior_holm"] < level).to_numpy()
+        worse_on_one |= (live[f"{metric}_p_worse_holm"] < level).to_numpy()
+    support = (live["support_p_holm"] < level).to_numpy()
+    shrunk = (live["gap_p_holm"] < level).to_numpy()
     return {
         "settings": len(group),
-        "calls": group["call"].value_counts().to_dict(),
-        "mean_gain_pp": float(group["delta_pp"].mean()),
+        "diverged": len(group) - len(live),
+        "calls": live["call"].value_counts().to_dict(),
+        "mean_gain_pp": float(live["delta_pp"].mean()),
         "gap_support": _count(support),
         "gap_shrunk_not_held": _count(shrunk & ~support),
-        "sd_smaller": _count((group["spread_ratio"] < 1) & (group["spread_p_holm"] < level)),
-        "sd_larger": _count((group["spread_ratio"] > 1) & (group["spread_p_holm"] < level)),
+        "sd_smaller": _count((live["spread_ratio"] < 1) & (live["spread_p_holm"] < level)),
+        "sd_larger": _count((live["spread_ratio"] > 1) & (live["spread_p_holm"] < level)),
         "features_count": _count(better_on_one & ~worse_on_one) if measured else None,
         "features_worse": _count(worse_on_one) if measured else None,
     }
@@ -394,24 +407,24 @@ def _value_name(col: str, value) -> str:  # alpha=0.0001 -> alpha=1e-04 would mi
 
 
 def _decided(f: dict) -> str:
-    """A group's findings (axis_findings) in words, a clause per claim where a test decided something
-    (accuracy always: "0 better" is the finding), counts of settings."""
+    """A group's findings (axis_findings) in words: a clause per claim where a test decided something
+    (accuracy always, every call the table shows: "0 better" is a finding), counts of settings."""
     calls = f["calls"]
-    open_calls = f["settings"] - sum(calls.get(c, 0) for c in (stats.BETTER, stats.EQUIVALENT, stats.WORSE,
-                                                                 stats.DIVERGED))
+    clauses = [f"{f['diverged']} diverged in some seed (against every claim)"] if f["diverged"] else []
     accuracy = [f"{calls.get(stats.BETTER, 0)} better"] + [
-        f"{calls[c]} {c}" for c in (stats.EQUIVALENT, stats.WORSE, stats.DIVERGED) if calls.get(c)]
-    clauses = [f"accuracy {', '.join(accuracy)}" + (f" ({open_calls} open)" if open_calls else "")]
+        f"{calls[c]} {c}" for c in (stats.ABOVE_ZERO_ONLY, stats.EQUIVALENT, stats.WORSE, stats.UNDECIDED,
+                                    stats.NOT_TESTED) if calls.get(c)]
+    clauses.append(f"accuracy {', '.join(accuracy)}")
     gap = ([f"{f['gap_support']} shrunk with test accuracy held"] if f["gap_support"] else []) + (
-        [f"{f['gap_shrunk_not_held']} shrunk by lower test accuracy (does not count)"]
+        [f"{f['gap_shrunk_not_held']} shrunk without test accuracy shown held (does not count)"]
         if f["gap_shrunk_not_held"] else [])
     if gap:
         clauses.append("gap " + ", ".join(gap))
     spread = [f"{f[k]} {w}" for k, w in (("sd_smaller", "smaller"), ("sd_larger", "larger")) if f[k]]
     if spread:
         clauses.append("sd " + ", ".join(spread))
-    features = [f"{f[k]} {w}" for k, w in (("features_count", "better (worse on no metric)"),
-                                           ("features_worse", "worse on some metric")) if f[k]]
+    features = [f"{f[k]} {w}" for k, w in (("features_count", "better (not shown worse on any metric)"),
+                                           ("features_worse", "shown worse on some metric")) if f[k]]
     if features:
         clauses.append("features " + ", ".join(features))
     return "; ".join(clauses)
@@ -434,7 +447,7 @@ def axis_words(rows: pd.DataFrame, varying: list[str]) -> list[str]:
             (top, top_f), (low, low_f) = ranked[0], ranked[-1]
             lead += (f": mean accuracy change highest at {_value_name(col, top)} "
                      f"({_fmt(top_f['mean_gain_pp'], 3, True)} pp), lowest at {_value_name(col, low)} "
-                     f"({_fmt(low_f['mean_gain_pp'], 3, True)} pp)")
+                     f"({_fmt(low_f['mean_gain_pp'], 3, True)} pp; means over settings, no test compares values)")
         lines.append(lead + "; settings by what the declared tests decided:")
         lines += [f"  - {_value_name(col, value)} ({f['settings']} setting{'s' * (f['settings'] != 1)}): {_decided(f)}"
                   for value, f in found.items()]
@@ -487,8 +500,9 @@ def _context_section(context: str, runs: pd.DataFrame, analysis: stats.Analysis,
     lines += [f"{heading} Accuracy: {acc['verdict']}", "", *[f"- {r}." for r in acc["reasons"]]]
     lines += ["", f"Paired by seed: delta = setting minus baseline, same seed (init, data order, dropout masks); "
               f"m = {m:g} pp. Calls: better (p > m, Holm), equivalent (TOST within +-m, Holm), worse (below 0, Holm), "
-              "smaller than margin (above 0 but not above m), undecided. The bootstrap CI resamples seeds and test "
-              "images (reported alongside, not decisive).", "", _accuracy_table(rows, varying), ""]
+              "above zero (not shown above m): above 0 (Holm), whether above m is open, undecided. The bootstrap "
+              "CI resamples seeds and test images (reported alongside, not decisive).", "",
+              _accuracy_table(rows, varying), ""]
     sens = analysis.sensitivity[context]
     lines += [f"{heading} Sensitivity to the margin", "",
               _table(pd.DataFrame({"m (pp)": [f"{r['min_effect_pp']:g}" for r in sens],
@@ -502,8 +516,9 @@ def _context_section(context: str, runs: pd.DataFrame, analysis: stats.Analysis,
                   "differences; a reading aid: the decisions are the per-setting tests of each claim). Gap "
                   "change: train-test gap of the setting minus the baseline's (negative = less overfitting); "
                   "sd ratio: seed-to-seed sd of test accuracy over the baseline's (below 1 = steadier); "
-                  "feature gains: paired, in pp. In words, counts of settings by the per-setting tests (open: "
-                  "undecided or smaller than margin):", "", *axis_words(rows, varying), "", by_axis(rows, varying), ""]
+                  "feature gains: paired, in pp. Settings that diverged in some seed are left out of the means (their "
+                  "surviving runs would flatter them) and counted apart. In words, counts of settings by what the "
+                  "per-setting tests decided:", "", *axis_words(rows, varying), "", by_axis(rows, varying), ""]
     for claim, table in (("overfitting", _overfitting_table(rows, varying)),
                          ("stability", _stability_table(rows, varying,
                                                         base["std_acc"].iloc[0] if len(base) else float("nan"))),

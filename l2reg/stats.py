@@ -72,7 +72,7 @@ BASELINE = "baseline"
 BETTER = "better"
 EQUIVALENT = "equivalent"
 WORSE = "worse"
-SMALLER_THAN_MARGIN = "smaller than margin"
+ABOVE_ZERO_ONLY = "above zero (not shown above m)"
 UNDECIDED = "undecided"
 NOT_TESTED = "not tested"
 DIVERGED = "diverged"  # some runs of the setting diverged: never better, never more stable
@@ -210,12 +210,12 @@ def paired_margin_tests(d, margin: float) -> dict:
 
 def accuracy_call(row: Mapping) -> str:
     """The first that applies: not tested (< 2 pairs), better (p_superior_holm < 0.05), equivalent
-    (p_equivalent_holm < 0.05), worse (p_worse_holm < 0.05), smaller than margin (p_above_zero_holm
+    (p_equivalent_holm < 0.05), worse (p_worse_holm < 0.05), above zero, not shown above m (p_above_zero_holm
     < 0.05), undecided."""
     if not row["paired_n"] >= 2:
         return NOT_TESTED
     for column, call in (("p_superior_holm", BETTER), ("p_equivalent_holm", EQUIVALENT),
-                         ("p_worse_holm", WORSE), ("p_above_zero_holm", SMALLER_THAN_MARGIN)):
+                         ("p_worse_holm", WORSE), ("p_above_zero_holm", ABOVE_ZERO_ONLY)):
         if row[column] < SIGNIFICANCE:
             return call
     return UNDECIDED
@@ -699,7 +699,7 @@ def accuracy_verdict(table: pd.DataFrame, margin: float) -> dict:
         seeds, why = _seeds_for_margin(tested, margin, k_holm, "delta_pp", "paired_sd_pp", "p_inferior")
         reasons.append(why)
     reasons += diverged_reason
-    shown = (BETTER, EQUIVALENT, WORSE, SMALLER_THAN_MARGIN, UNDECIDED)
+    shown = (BETTER, EQUIVALENT, WORSE, ABOVE_ZERO_ONLY, UNDECIDED)
     reasons.append("calls: " + ", ".join(f"{counts.get(call, 0)} {call}" for call in shown)
                    + (f", {len(diverged)} diverged" if len(diverged) else "")
                    + (f", {len(untested)} not tested" if len(untested) else ""))
@@ -810,9 +810,9 @@ def overfitting_verdict(table: pd.DataFrame, margin: float) -> dict:
             call = row["call"]
             if call == BETTER:
                 how = f"and test accuracy rose by more than {margin:g} pp (accuracy call: better)"
-            elif call == SMALLER_THAN_MARGIN:
+            elif call == ABOVE_ZERO_ONLY:
                 how = (f"and test accuracy rose, shown above 0 but not above {margin:g} pp "
-                       "(accuracy call: smaller than margin)")
+                       "(accuracy call: above zero (not shown above m))")
             elif call == WORSE:
                 how = f"but test accuracy fell, by less than {margin:g} pp (accuracy call: {call})"
             elif row["train_acc_delta_pp"] < 0 and row.get("train_acc_p", float("nan")) < SIGNIFICANCE:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import start_as_in_a_terminal
+from conftest import start_as_in_a_terminal  # tests/ is on sys.path (pytest's default "prepend" import mode)
 from typer.testing import CliRunner
 
 from l2reg.cli.main import app

@@ -526,6 +526,11 @@ def test_the_overview_tabulates_each_folders_verdicts_and_says_what_is_missing(t
     assert cells[2][0] == str(unreported) and cells[2][2] == "6 files of 6"
     assert cells[2][8] == f"no report yet: `l2sweep report {unreported}`"
     assert cells[3][8] == "not started" and cells[3][3] == "-"
+    # a folder whose runs were copied in (a control's baselines) but where no sweep has run
+    (control / "sweep.json").unlink()
+    assert folder_rows(control)[0].note == ("no sweep has run here yet (no sweep.json: nothing planned; its run "
+                                            "files were put here)")
+    files.write_json_atomic(control / "sweep.json", {"invocations": [{"planned_runs": []}]})
     # a run finished after the report: the row says its report is stale, and why
     write(control, [record("both-a0.01-s0", setting_of(1e-2), 0, 9800)])
     [row] = folder_rows(control)
@@ -538,10 +543,17 @@ def test_the_overview_tabulates_each_folders_verdicts_and_says_what_is_missing(t
     write_reports(control)
     [row] = folder_rows(control)
     assert row.note == "1 file(s) in runs/ are not run records (report.md)" and row.runs == "19 of 20 (19 ok)"
-    # a run file newer than the report, same count
+    # file times say nothing (a git clone sets them all): only content makes a report stale
     later = (control / "verdict.json").stat().st_mtime + 10
     os.utime(control / "runs" / "both-a0.01-s0.json", (later, later))
-    assert folder_rows(control)[0].note.endswith(f"stale: a run file is newer than the report: "
+    assert folder_rows(control)[0].note == "1 file(s) in runs/ are not run records (report.md)"
+    # a run re-run since the report (same file, another test accuracy), same count of files
+    write(control, [record("both-a0.01-s0", setting_of(1e-2), 0, 9790)])
+    assert folder_rows(control)[0].note.endswith(f"stale: 1 run file(s) changed since the report: "
+                                                 f"`l2sweep report {control}`")
+    (control / "runs" / "both-a0.01-s0.json").unlink()
+    (control / "runs" / "other.json").write_text("{}")  # same count, but the report's run is gone
+    assert folder_rows(control)[0].note.endswith("stale: 1 run file(s) changed since the report: "
                                                  f"`l2sweep report {control}`")
 
 
@@ -597,6 +609,7 @@ def test_the_overview_gives_each_context_its_own_row(tmp_path):
                                     dropout=dropout),
                              record(f"both{tag}-s{seed}", setting_of(1e-4), seed, base + 50, context=context,
                                     dropout=dropout)])
+    files.write_json_atomic(tmp_path / "sweep.json", {"invocations": [{"planned_runs": []}]})
     write_reports(tmp_path)
     rows = folder_rows(tmp_path)
     assert [r.regime for r in rows] == ["2 epoch(s), dropout 0, all training images",
@@ -721,36 +734,48 @@ def test_a_pipe_in_a_folder_name_does_not_split_the_overview_table(tmp_path):
 
 
 def test_axis_words_restate_the_per_setting_decisions_as_counts_per_axis_value():
-    from l2reg.report import axis_words
+    from l2reg.report import axis_words, by_axis
 
-    def row(alpha, target, delta, call, support=1.0, gap=1.0, ratio=1.0, spread=1.0, better=1.0, worse=1.0):
+    def row(alpha, target, delta, call, support=1.0, gap=1.0, ratio=1.0, spread=1.0, better=1.0, worse=1.0,
+            diverged=0):
         features = {}
         for metric in stats.FEATURE_METRICS:  # only the first metric carries the given p-values
             first = metric == stats.FEATURE_METRICS[0]
-            features |= {f"{metric}_n": 5, f"{metric}_p_superior_holm": better if first else 1.0,
-                         f"{metric}_p_worse_holm": worse if first else 1.0}
-        return {"alpha": alpha, "target": target, "delta_pp": delta, "call": call, "support_p_holm": support,
-                "gap_p_holm": gap, "spread_ratio": ratio, "spread_p_holm": spread, **features}
+            features |= {f"{metric}_n": 5, f"{metric}_delta_pp": 1.0, f"{metric}_p_superior_holm": better if first
+                         else 1.0, f"{metric}_p_worse_holm": worse if first else 1.0}
+        return {"alpha": alpha, "target": target, "delta_pp": delta, "call": call, "n_diverged": diverged,
+                "support_p_holm": support, "gap_p_holm": gap, "gap_delta_pp": -0.1, "spread_ratio": ratio,
+                "spread_p_holm": spread, **features}
 
     rows = pd.DataFrame([
         row(1e-4, "weights", -0.30, "worse", gap=0.01, ratio=1.8, spread=0.02),  # gap shrunk, accuracy not held
         row(1e-4, "both", +0.20, "better", support=0.03, gap=0.01, better=0.01),
         row(1e-3, "weights", -0.10, "undecided", worse=0.04),
-        row(1e-3, "both", +0.05, "equivalent", ratio=0.5, spread=0.049, better=0.02, worse=0.01),
+        row(1e-3, "both", +0.05, "above zero (not shown above m)", ratio=0.5, spread=0.049, better=0.02, worse=0.01),
+        # diverged in a seed: its survivors look good on every claim, yet it counts against them all
+        row(1e-3, "activations", +0.90, "diverged", support=0.001, gap=0.001, ratio=0.2, spread=0.001,
+            better=0.001, diverged=1),
     ])
     words = axis_words(rows, ["alpha", "target"])
+    no_test = "; means over settings, no test compares values); settings by what the declared tests decided:"
     assert words == [
-        "- **alpha**: mean accuracy change highest at alpha=0.001 (-0.025 pp), lowest at alpha=0.0001 (-0.050 pp)"
-        "; settings by what the declared tests decided:",
+        "- **alpha**: mean accuracy change highest at alpha=0.001 (-0.025 pp), lowest at alpha=0.0001 (-0.050 pp"
+        + no_test,
         "  - alpha=0.0001 (2 settings): accuracy 1 better, 1 worse; gap 1 shrunk with test accuracy held, "
-        "1 shrunk by lower test accuracy (does not count); sd 1 larger; features 1 better (worse on no metric)",
-        "  - alpha=0.001 (2 settings): accuracy 0 better, 1 equivalent (1 open); sd 1 smaller; "
-        "features 2 worse on some metric",  # better and worse in one setting: it does not count
-        "- **target**: mean accuracy change highest at target=both (+0.125 pp), lowest at target=weights (-0.200 pp)"
-        "; settings by what the declared tests decided:",
-        "  - target=both (2 settings): accuracy 1 better, 1 equivalent; gap 1 shrunk with test accuracy held; "
-        "sd 1 smaller; features 1 better (worse on no metric), 1 worse on some metric",
-        "  - target=weights (2 settings): accuracy 0 better, 1 worse (1 open); gap 1 shrunk by lower test accuracy "
-        "(does not count); sd 1 larger; features 1 worse on some metric",
+        "1 shrunk without test accuracy shown held (does not count); sd 1 larger; "
+        "features 1 better (not shown worse on any metric)",
+        "  - alpha=0.001 (3 settings): 1 diverged in some seed (against every claim); accuracy 0 better, "
+        "1 above zero (not shown above m), 1 undecided; sd 1 smaller; features 2 shown worse on some metric",
+        "- **target**: mean accuracy change highest at target=both (+0.125 pp), lowest at target=weights (-0.200 pp"
+        + no_test,
+        "  - target=activations (1 setting): 1 diverged in some seed (against every claim); accuracy 0 better",
+        "  - target=both (2 settings): accuracy 1 better, 1 above zero (not shown above m); gap 1 shrunk with "
+        "test accuracy held; sd 1 smaller; features 1 better (not shown worse on any metric), 1 shown worse on "
+        "some metric",
+        "  - target=weights (2 settings): accuracy 0 better, 1 worse, 1 undecided; gap 1 shrunk without test "
+        "accuracy shown held (does not count); sd 1 larger; features 1 shown worse on some metric",
     ]
     assert axis_words(rows[rows["target"] == "both"], ["alpha", "target"])[-1].startswith("  - alpha=0.001")
+    table = [[c.strip() for c in line.strip("|").split("|")] for line in by_axis(rows, ["alpha"]).splitlines()]
+    assert table[3][:6] == ["alpha", "0.001", "3", "-0.025", "+0.050", "1 undecided, 1 above zero (not shown above m), "
+                            "1 diverged"]  # the diverged setting: in the calls, not in the mean or the best

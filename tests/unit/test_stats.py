@@ -121,7 +121,7 @@ def test_each_call_from_a_constructed_family():
     noise = rng.standard_normal(6)
     noise = (noise - noise.mean()) / noise.std(ddof=1)  # exactly mean 0, sd 1
     diffs = {"better": 0.5 + 0.03 * noise, "equivalent": 0.02 * noise, "worse": -0.5 + 0.05 * noise,
-             "smaller than margin": 0.12 + 0.03 * noise, "undecided": 0.05 + 0.5 * noise, "not tested": [0.4]}
+             S.ABOVE_ZERO_ONLY: 0.12 + 0.03 * noise, "undecided": 0.05 + 0.5 * noise, "not tested": [0.4]}
     table = accuracy_tests(list(diffs.values()), M)
     assert table["call"].tolist() == list(diffs)
     tested = table["paired_n"] >= 2
@@ -643,7 +643,7 @@ def test_a_tie_stays_in_holms_family_as_no_evidence_and_out_of_the_seed_planning
     assert family["p_superior"].iloc[0] == pytest.approx(raw) and 0.025 < raw < 0.05
     assert family["p_superior_holm"].iloc[0] == pytest.approx(2 * raw)  # the tie counts as p = 1
     assert np.isnan(family["p_superior_holm"].iloc[1])
-    assert family["call"].tolist() == ["smaller than margin", "undecided"]  # above zero (Holm 2 x p), not above m
+    assert family["call"].tolist() == [S.ABOVE_ZERO_ONLY, "undecided"]  # above zero (Holm 2 x p), not above m
     assert holm_family([0.01, np.nan, np.nan], [5, 2, 1]) == pytest.approx([0.02, np.nan, np.nan], nan_ok=True)
     # no sd to plan with: None, never the search's upper bound
     assert seeds_needed(0.21, 1e-14, 0.025) is None and seeds_needed(0.03, 0.0, 0.05) is None
