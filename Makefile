@@ -38,7 +38,7 @@ smoke: install ## a one-minute sweep on a slice of real MNIST -> results/smoke/
 ablation: install ## the main grid of the claim check (250 runs: conf/experiment/ablation.yaml) -> results/ablation/
 	$(BIN)/l2sweep run experiment=ablation
 
-# The controls (README "The claim check"): each regime its own results folder (own Holm family and
+# The controls (README "The claim check: what runs"): each regime its own results folder (own Holm family and
 # verdicts); decay values chosen on the pilot's VALIDATION accuracy (pilot seeds 100-102, never the
 # control's 0-9). The default context's baselines are the main grid's own runs where it has them
 # (the same run ids: the same config, the same run), copied into each default-context folder.

@@ -4,7 +4,7 @@ Reads results/controls-decay-pilot/runs.csv (written by `l2sweep run experiment=
 and prints, for one scope, the `--top` decay values (alpha) with the highest mean final validation
 accuracy over the pilot's ok runs, as a Hydra comma list (`0.1,0.3`), for
 `l2sweep run experiment=controls-decay scope=<scope> alpha=<that list>`. Ties break toward the
-smaller alpha. The rule is declared in the README ("The claim check: controls").
+smaller alpha. The rule is declared in the README ("The claim check: what runs").
 """
 
 import argparse
