@@ -362,10 +362,9 @@ def _count(mask) -> int:
 
 
 def _without_diverged(group: pd.DataFrame) -> pd.DataFrame:
-    """The settings none of whose runs diverged: as in stats._split_diverged, a setting that diverged
-    in some seed counts against every claim, and its surviving runs' numbers would flatter it."""
-    n_div = group["n_diverged"] if "n_diverged" in group else pd.Series(0, index=group.index)
-    return group[~(n_div.fillna(0) > 0)]
+    """The settings none of whose runs diverged: a setting that diverged in some seed counts against
+    every claim (stats.diverged_mask, as the verdicts), and its surviving runs' numbers would flatter it."""
+    return group[~stats.diverged_mask(group)]
 
 
 def axis_findings(group: pd.DataFrame) -> dict:

@@ -602,14 +602,21 @@ def _claim(verdict: str, reasons: list[str], margin, seeds, tests: str, **extra)
             "tests": tests, **extra}
 
 
+def diverged_mask(table: pd.DataFrame) -> pd.Series:
+    """True for the settings (rows) with a diverged run in some seed. The one definition: the verdicts
+    (_split_diverged) and the report's per-axis words both set these settings apart."""
+    n_div = table["n_diverged"] if "n_diverged" in table else pd.Series(0, index=table.index)
+    return n_div.fillna(0) > 0
+
+
 def _split_diverged(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
     """(settings without diverged runs, settings with some, a reason sentence or none). A setting
     that diverged in some seed counts as not better / not more stable / not shrinking the gap: its
     surviving runs alone would hide the failures; for the intersection-union "not supported"
     rules it counts as shown (it does not support the claim)."""
-    n_div = table["n_diverged"] if "n_diverged" in table else pd.Series(0, index=table.index)
-    diverged = table[n_div.fillna(0) > 0]
-    live = table[~(n_div.fillna(0) > 0)]
+    has_diverged = diverged_mask(table)
+    diverged = table[has_diverged]
+    live = table[~has_diverged]
     if not len(diverged):
         return live, diverged, []
     names = "; ".join(f"{row['name']} ({int(row['n_diverged'])} of {int(row['n']) + int(row['n_not_ok'])} runs)"
