@@ -72,19 +72,23 @@ def _read_report(folder: Path) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
 
 def _changed_since_report(folder: Path, runs: pd.DataFrame) -> int:
     """How many of the report's runs (runs.csv) have a run file that now says another thing: gone,
-    unreadable, or another status or test accuracy (a failed run retried, a run re-run with --force
-    under other code). Reads each file's status and metrics only (250 files: well under a second)."""
+    no longer a readable run record, or another status or test accuracy (a failed run retried, a run
+    re-run with --force under other code). Loads the folder as `l2sweep report` does."""
     def same(a, b) -> bool:  # NaN (no metric: a failed run) equals NaN
         a, b = (float("nan") if v is None else float(v) for v in (a, b))
         return a == b or (a != a and b != b)
 
+    now = {record["run_id"]: (record["status"], (record.get("metrics") or {}).get("test_acc"))
+           for record in report.load_records(folder).records}
     changed = 0
     for run_id, status, test_acc in zip(runs["run_id"], runs["status"], runs["test_acc"]):
+        if run_id not in now:
+            changed += 1
+            continue
+        status_now, test_acc_now = now[run_id]
         try:
-            record = files.read_json(folder / "runs" / f"{run_id}.json")
-            now = (record.get("metrics") or {}).get("test_acc")
-            changed += record.get("status") != status or not same(now, test_acc)
-        except (OSError, ValueError, TypeError, AttributeError):
+            changed += status_now != status or not same(test_acc_now, test_acc)
+        except (TypeError, ValueError):  # a metric that is not a number is a change, not a traceback
             changed += 1
     return changed
 
@@ -108,21 +112,18 @@ def folder_rows(folder: Path) -> list[FolderRow]:
                           f"no report yet: `l2sweep report {name}`")]
     verdict, summary, runs = _read_report(folder)
     reported_files = verdict["runs"] + verdict["skipped"]
-    if reported_files != len(run_files):
-        note = (f"stale: runs/ holds {len(run_files)} files, the report read {reported_files}: "
-                f"`l2sweep report {name}`")
-    elif changed := _changed_since_report(folder, runs):
-        note = f"stale: {changed} run file(s) changed since the report: `l2sweep report {name}`"
-    else:
-        note = ""
-    if verdict["interim"]:
-        note = "; ".join(filter(None, ["interim: not all planned runs are in", note]))
-    if not (folder / "sweep.json").is_file():  # e.g. a control holding only the baselines copied to it
-        note = "; ".join(filter(None, ["no sweep has run here yet (no sweep.json: nothing planned; its run files "
-                                       "were put here)", note]))
+    notes = []  # most important first
     if verdict["skipped"]:
-        note = "; ".join(filter(None, [f"{verdict['skipped']} file(s) in runs/ are not run records (report.md)",
-                                       note]))
+        notes.append(f"{verdict['skipped']} file(s) in runs/ are not run records (report.md)")
+    if not (folder / "sweep.json").is_file():  # e.g. a control holding only the baselines copied to it
+        notes.append("no sweep has run here yet (no sweep.json: nothing planned; its run files were put here)")
+    if verdict["interim"]:
+        notes.append("interim: not all planned runs are in")
+    if reported_files != len(run_files):
+        notes.append(f"stale: runs/ holds {len(run_files)} files, the report read {reported_files}: "
+                     f"`l2sweep report {name}`")
+    elif changed := _changed_since_report(folder, runs):
+        notes.append(f"stale: {changed} run file(s) changed since the report: `l2sweep report {name}`")
     rows = []
     several = len(verdict["claims"]) > 1
     for context in sorted(verdict["claims"], key=str):
@@ -135,7 +136,7 @@ def folder_rows(folder: Path) -> list[FolderRow]:
             folder=name, context=context, regime=report.regime_text(ctx_runs.iloc[0]), runs=f"{counted} ({ok} ok)",
             verdicts=verdict["claims"][context],
             best_gain=_best_gain(summary[summary["context"].astype(str) == str(context)]),
-            note="; ".join(filter(None, [f"folder: {len(runs)} of {planned} runs" if several else "", note]))))
+            note="; ".join(([f"folder: {len(runs)} of {planned} runs"] if several else []) + notes)))
     return rows
 
 
