@@ -775,7 +775,16 @@ def test_axis_words_restate_the_per_setting_decisions_as_counts_per_axis_value()
         "  - target=weights (2 settings): accuracy 0 better, 1 worse, 1 undecided; gap 1 shrunk without test "
         "accuracy shown held (does not count); sd 1 larger; features 1 shown worse on some metric",
     ]
-    assert axis_words(rows[rows["target"] == "both"], ["alpha", "target"])[-1].startswith("  - alpha=0.001")
+    # within one target the per-alpha words count only that target's settings, and an axis with one
+    # value left (target) gets no words
+    assert axis_words(rows[rows["target"] == "both"], ["alpha", "target"]) == [
+        "- **alpha**: mean accuracy change highest at alpha=0.0001 (+0.200 pp), lowest at alpha=0.001 (+0.050 pp"
+        + no_test,
+        "  - alpha=0.0001 (1 setting): accuracy 1 better; gap 1 shrunk with test accuracy held; "
+        "features 1 better (not shown worse on any metric)",
+        "  - alpha=0.001 (1 setting): accuracy 0 better, 1 above zero (not shown above m); sd 1 smaller; "
+        "features 1 shown worse on some metric",
+    ]
     table = [[c.strip() for c in line.strip("|").split("|")] for line in by_axis(rows, ["alpha"]).splitlines()]
     assert table[3][:6] == ["alpha", "0.001", "3", "-0.025", "+0.050", "1 undecided, 1 above zero (not shown above m), "
                             "1 diverged"]  # the diverged setting: in the calls, not in the mean or the best
