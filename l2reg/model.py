@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from l2reg import ops
+
 DROPOUT_P = 0.5
 # Parameter groups by scope name: what `scope=conv|dense|all` selects (l2reg.penalties).
 WEIGHT_GROUPS: dict[str, tuple[str, ...]] = {
@@ -54,6 +56,7 @@ class ArticleCNN(nn.Module):
 
     def __init__(self, generator: torch.Generator | None = None, dropout: float = DROPOUT_P):
         super().__init__()
+        ops.register()  # the pooling operator, before any torch.compile traces this model
         self.dropout = dropout  # the module's own dropout rate (when no explicit mask is given)
         self.conv1 = nn.Conv2d(1, 32, kernel_size=3)
         self.conv2 = nn.Conv2d(32, 64, kernel_size=3)
@@ -78,8 +81,10 @@ class ArticleCNN(nn.Module):
         # returns A1 and A2 channels_last and runs without layout reorders: the training loop
         # gives single CPU runs such kernels (l2reg.train), so the whole step stays channels_last.
         a1 = F.relu(self.conv1(x))
-        a2 = F.relu(self.conv2(F.max_pool2d(a1, 2)))
-        features = F.max_pool2d(a2, 2).flatten(1)
+        # max_pool_2x2 is F.max_pool2d(., 2) as one operator: torch.compile would otherwise turn
+        # its backward into a slow scatter on CPU (l2reg.ops)
+        a2 = F.relu(self.conv2(ops.max_pool_2x2(a1)))
+        features = ops.max_pool_2x2(a2).flatten(1)
         hidden = F.relu(self.fc1(features))
         if dropout_mask is not None:
             hidden = hidden * dropout_mask
