@@ -5,6 +5,8 @@
 #   (2) Keras on TensorFlow (scripts/keras_reference.py, one process per run, as a Keras user runs it),
 #   (3) the plain PyTorch DataLoader loop (l2reg.bench.plain_whole_run, one process per run).
 # Needs L2SWEEP_DATA and, for (2), KERAS_PYTHON: a python with tensorflow-cpu and keras.
+# Optional L2SWEEP_BEFORE: a checkout of an earlier commit (git worktree), whose l2sweep is timed
+# first, the same way, so that a speed change is measured in the same go as the references.
 # Usage: KERAS_PYTHON=/path/to/venv/bin/python bash scripts/compare_whole_job.sh [OUT_DIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +16,15 @@ BIN=${BIN:-.venv/bin}
 rm -rf "$OUT" && mkdir -p "$OUT"
 now() { date +%s.%N; }
 echo "machine: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores; $(date -Is)" | tee "$OUT/summary.txt"
+
+before_s=-
+if [ -n "${L2SWEEP_BEFORE:-}" ]; then  # cwd there: `-m cli.main` must import that checkout's code
+  python_abs="$(cd "$BIN" && pwd)/python"
+  start=$(now)
+  (cd "$L2SWEEP_BEFORE" && "$python_abs" -m cli.main run alpha=1e-4 target=both seed=1 name=job \
+     "results_dir=$OUT/results-before") > "$OUT/l2sweep-before.log" 2>&1
+  before_s=$(echo "$(now) - $start" | bc)
+fi
 
 start=$(now)
 "$BIN/l2sweep" run alpha=1e-4 target=both seed=1 name=job "results_dir=$OUT/results" > "$OUT/l2sweep.log" 2>&1
@@ -47,6 +58,8 @@ plain_s=$(echo "$(now) - $start" | bc)
   echo "| the two-run job, whole processes | wall s | l2sweep is x faster |"
   echo "| --- | ---: | ---: |"
   printf "| l2sweep run (1 process, 2 runs) | %.1f | 1.00 |\n" "$l2sweep_s"
+  [ "$before_s" != "-" ] && printf "| l2sweep at %s (1 process, 2 runs) | %.1f | %.2f |\n" \
+    "$(git -C "$L2SWEEP_BEFORE" rev-parse --short HEAD)" "$before_s" "$(echo "$before_s / $l2sweep_s" | bc -l)"
   [ "$keras_s" != "-" ] && printf "| Keras %s on TensorFlow %s (2 processes) | %.1f | %.2f |\n" \
     "$(sed -n 's/.*"keras": "\([^"]*\)".*/\1/p' "$OUT/keras.jsonl" | head -1)" \
     "$(sed -n 's/.*"tensorflow": "\([^"]*\)".*/\1/p' "$OUT/keras.jsonl" | head -1)" \
