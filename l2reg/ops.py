@@ -1,18 +1,32 @@
 """The model's 2x2 max-pool as one opaque operator, so that torch.compile keeps PyTorch's own kernels.
 
-Why (docs/performance.md, "The max-pool's backward"): torch 2.14's inductor decomposes
-`max_pool2d_with_indices_backward` into a scatter-add, and on CPU that costs, per training step of
-the article's model, a zero-fill of A1's gradient (11 MB at batch 128), int64 indices rebuilt from the
-pooling offsets, two layout transposes (the scatter wants NCHW rows; the step is channels_last) and
-an unfused `scatter_reduce_`: about 4 ms of a 22-27 ms step. PyTorch's own CPU kernel for the same
-backward routes each pooled gradient to its argmax directly, vectorised over channels_last. Wrapped
-as a custom operator (torch.library), inductor calls it as it is instead of decomposing it.
+Why (docs/performance.md, "CPU speed, seventh session"): torch 2.14's inductor decomposes
+`max_pool2d_with_indices_backward` into a scatter-add; on CPU, per training step of the article's
+model, that rebuilds int64 indices from the pooling offsets, transposes channels_last to NCHW
+rows for the scatter and runs an unfused `scatter_reduce_`, on top of the zero-fill of A1's
+gradient (11 MB at batch 128) that any max-pool backward does. PyTorch's own kernel routes each
+pooled gradient to its argmax in one pass. Wrapped as a custom operator (torch.library), inductor
+calls it as it is instead of decomposing it: training steps 7-13 % faster on this project's CPU.
+It runs on every device (the same aten kernels on CUDA; there inductor would otherwise generate
+Triton code: the GPU speed effect is unmeasured).
 
 Same numbers: the forward is `aten.max_pool2d_with_indices` (F.max_pool2d's kernel: same values,
-same argmax on ties) and the backward is `aten.max_pool2d_with_indices_backward` (each pooled
-gradient copied to its argmax, nothing summed: the gradients equal F.max_pool2d's to the bit; tested
-eager, compiled and vmapped, float32 and float64). vmap (packs of runs) folds the run dimension into
-the batch. The operators are registered when a model is built or on first eager use, not at import.
+same argmax on ties) and the backward is `aten.max_pool2d_with_indices_backward`: the 2x2 windows
+do not overlap, so each input gets at most one pooled gradient, added to zero, and the gradients
+equal F.max_pool2d's to the bit (tests/unit/test_ops.py; scripts/same_training.py compares a
+whole short training with an earlier commit's). vmap (packs of runs) folds the run dimension into
+the batch.
+
+Limits: torch.func's grad/jacrev/jvp through the model and double backward are not supported
+(torch.library custom operators with a Python autograd formula do not compose with them); the
+project uses neither. The operators are registered when a model is built (ArticleCNN.__init__)
+or on first eager use, not at import: a model compiled in a fresh process without being built
+there (an unpickled one) would meet an unregistered operator.
+
+Cache trap: inductor's on-disk AOTAutograd cache keys a compiled graph by the operator's name,
+not by the Python formula registered for its gradient. After changing `gradient` or `save` below,
+bump OPERATOR_VERSION, or compiled runs in a process that finds the old graph in the cache keep
+the old backward.
 """
 
 from __future__ import annotations
@@ -23,6 +37,9 @@ import torch
 from torch import Tensor
 
 _KERNEL, _STRIDE, _PADDING, _DILATION = [2, 2], [2, 2], [0, 0], [1, 1]
+OPERATOR_VERSION = 1  # part of the operators' names: bump it when their code changes (cache trap above)
+FORWARD = f"l2sweep::max_pool_2x2_v{OPERATOR_VERSION}"
+BACKWARD = f"l2sweep::max_pool_2x2_backward_v{OPERATOR_VERSION}"
 
 
 def _fold(tensor: Tensor, dim: int | None, runs: int) -> Tensor:
@@ -34,9 +51,9 @@ def _fold(tensor: Tensor, dim: int | None, runs: int) -> Tensor:
 
 @functools.cache
 def _operators():
-    """Register l2sweep::max_pool_2x2 and its backward (once per process) and return both."""
+    """Register the forward and backward operators (once per process) and return both."""
 
-    @torch.library.custom_op("l2sweep::max_pool_2x2", mutates_args=())
+    @torch.library.custom_op(FORWARD, mutates_args=())
     def forward(x: Tensor) -> tuple[Tensor, Tensor]:
         values, indices = torch.ops.aten.max_pool2d_with_indices(x, _KERNEL, _STRIDE, _PADDING, _DILATION, False)
         return values, indices
@@ -45,7 +62,7 @@ def _operators():
     def _(x):  # aten's shape function: the same sizes and strides (memory format) as the real kernel
         return torch.ops.aten.max_pool2d_with_indices(x, _KERNEL, _STRIDE, _PADDING, _DILATION, False)
 
-    @torch.library.custom_op("l2sweep::max_pool_2x2_backward", mutates_args=())
+    @torch.library.custom_op(BACKWARD, mutates_args=())
     def backward(grad: Tensor, x: Tensor, indices: Tensor) -> Tensor:
         return torch.ops.aten.max_pool2d_with_indices_backward(grad, x, _KERNEL, _STRIDE, _PADDING, _DILATION,
                                                                False, indices)
@@ -90,4 +107,4 @@ def max_pool_2x2(x: Tensor) -> Tensor:
     for torch.compile (module docstring)."""
     if not torch.compiler.is_compiling():  # eager: register on first use; compiled: done before tracing
         register()
-    return torch.ops.l2sweep.max_pool_2x2(x)[0]
+    return getattr(torch.ops.l2sweep, FORWARD.split("::")[1])(x)[0]

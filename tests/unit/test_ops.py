@@ -1,11 +1,14 @@
 """l2reg.ops.max_pool_2x2 is F.max_pool2d(x, 2) to the bit: values, strides, argmax on ties and
-gradients, eager, vmapped (packs) and compiled, in float32 and float64, NCHW and channels_last."""
+gradients. Eager: float32 and float64, NCHW and channels_last, A1's and A2's shapes. vmapped (packs):
+float32, NCHW and channels_last runs, and the backward's vmap rule directly. Compiled: float32 and
+float64, channels_last."""
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch.func import vmap
 
+from l2reg import ops
 from l2reg.ops import max_pool_2x2, register
 
 
@@ -43,20 +46,44 @@ def test_same_values_strides_and_gradients_as_f_max_pool2d(shape, dtype, channel
     assert (ours_grad != 0).sum() <= weights.numel()  # one input per window gets a gradient, at most
 
 
-def test_vmapped_over_runs_as_a_pack_uses_it():
+def channels_last_runs(runs: int, shape, dtype=torch.float32) -> torch.Tensor:
+    """(runs, N, C, H, W) whose every [r] is channels_last, as a CPU pack's activations are."""
+    stack = torch.stack([activations(shape, dtype, False) * (r + 1) for r in range(runs)])
+    return stack.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+def test_vmapped_over_runs_as_a_pack_uses_it(layout):
     """A pack vmaps the model over runs (dim 0) and takes autograd gradients of the stacked inputs."""
     register()
-    xs = torch.stack([activations(SHAPES[0], torch.float32, True), activations(SHAPES[0], torch.float32, False) * 2])
+    xs = channels_last_runs(2, SHAPES[0]) if layout == "channels_last" else torch.stack(
+        [activations(SHAPES[0], torch.float32, False), activations(SHAPES[0], torch.float32, False) * 2])
+    assert (xs[0].stride()[1] == 1) == (layout == "channels_last")
     weights = torch.randn(2, 3, 32, 13, 13)
     assert torch.equal(vmap(max_pool_2x2)(xs), vmap(lambda t: F.max_pool2d(t, 2))(xs))
     ours = grads_of(lambda t: vmap(max_pool_2x2)(t), xs, weights)
     theirs = grads_of(lambda t: vmap(lambda u: F.max_pool2d(u, 2))(t), xs, weights)
     assert torch.equal(ours, theirs)
-    # an input shared by every run (not batched) against batched gradients
-    shared = activations(SHAPES[1], torch.float32, False).requires_grad_(True)
-    (grad,) = torch.autograd.grad(vmap(lambda w: (max_pool_2x2(shared) * w).sum())(torch.ones(2, 3, 64, 5, 5)).sum(),
-                                  shared)
-    assert torch.equal(grad, 2 * grads_of(lambda t: F.max_pool2d(t, 2), shared.detach(), torch.ones(3, 64, 5, 5)))
+
+
+@pytest.mark.parametrize("in_dims", [(0, 0, 0), (0, None, None), (None, 0, 0), (1, 1, 1)])
+def test_the_backward_operators_vmap_rule_equals_a_loop_over_runs(in_dims):
+    """The backward's own vmap rule (folding runs into the batch; a tensor without a run dimension
+    shared by every run), called directly: autograd through a vmapped forward does not reach it."""
+    register()
+    x = channels_last_runs(3, SHAPES[1])
+    values, indices = vmap(lambda t: torch.ops.aten.max_pool2d_with_indices(t, [2, 2], [2, 2]))(x)
+    grad = torch.randn(values.shape)
+    backward = getattr(torch.ops.l2sweep, ops.BACKWARD.split("::")[1])
+    args = [grad, x, indices]
+    batched = [t if d is not None else t[0] for t, d in zip(args, in_dims)]
+    batched = [t.movedim(0, d) if d not in (None, 0) else t for t, d in zip(batched, in_dims)]
+    ours = vmap(backward, in_dims=in_dims)(*batched)
+    for r in range(3):
+        one = [t[r] if d is not None else t[0] for t, d in zip(args, in_dims)]
+        expected = torch.ops.aten.max_pool2d_with_indices_backward(one[0], one[1], [2, 2], [2, 2], [0, 0], [1, 1],
+                                                                   False, one[2])
+        assert torch.equal(ours[r], expected)
 
 
 def aot_graph_calls(fn, x, weights) -> list[str]:
@@ -77,15 +104,21 @@ def aot_graph_calls(fn, x, weights) -> list[str]:
     return [str(node.target) for gm in graphs for node in gm.graph.nodes if node.op == "call_function"]
 
 
-def test_compiled_gradients_equal_eager_and_the_backward_stays_one_operator():
-    """Under torch.compile the backward is PyTorch's max-pool kernel (not inductor's scatter
-    decomposition, which F.max_pool2d gets) and the gradients are F.max_pool2d's to the bit."""
+@pytest.mark.filterwarnings("ignore:dynamo_pgo force disabled")  # the caches off, on purpose
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_compiled_gradients_equal_eager_and_the_backward_stays_one_operator(dtype):
+    """Under torch.compile (one graph, fullgraph) the backward is PyTorch's max-pool kernel (not
+    inductor's scatter decomposition, which F.max_pool2d gets) and the gradients are F.max_pool2d's
+    to the bit. Caches off: a graph compiled by an earlier version of the operator must not answer."""
     register()
-    x = activations(SHAPES[0], torch.float32, True)
-    weights = torch.randn(3, 32, 13, 13)
-    compiled = torch.compile(lambda t: max_pool_2x2(t.relu()), dynamic=False)
-    assert torch.equal(grads_of(compiled, x, weights), grads_of(lambda t: F.max_pool2d(t.relu(), 2), x, weights))
-    ours = aot_graph_calls(lambda t: max_pool_2x2(t.relu()), x, weights)
-    theirs = aot_graph_calls(lambda t: F.max_pool2d(t.relu(), 2), x, weights)
-    assert "l2sweep.max_pool_2x2_backward.default" in ours and not any("scatter" in op for op in ours)
+    x = activations(SHAPES[0], dtype, True)
+    weights = torch.randn(3, 32, 13, 13, dtype=dtype)
+    with torch._inductor.config.patch(force_disable_caches=True):
+        torch._dynamo.reset()
+        compiled = torch.compile(lambda t: max_pool_2x2(t.relu()), dynamic=False, fullgraph=True)
+        assert torch.equal(grads_of(compiled, x, weights),
+                           grads_of(lambda t: F.max_pool2d(t.relu(), 2), x, weights))
+        ours = aot_graph_calls(lambda t: max_pool_2x2(t.relu()), x, weights)
+        theirs = aot_graph_calls(lambda t: F.max_pool2d(t.relu(), 2), x, weights)
+    assert ops.BACKWARD.replace("::", ".") + ".default" in ours and not any("scatter" in op for op in ours)
     assert any("scatter" in op for op in theirs)  # what the operator avoids (torch 2.14)
