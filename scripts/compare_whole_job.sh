@@ -10,8 +10,13 @@
 # Usage: KERAS_PYTHON=/path/to/venv/bin/python bash scripts/compare_whole_job.sh [OUT_DIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-OUT=${1:-/tmp/compare-whole-job}
-DATA=${L2SWEEP_DATA:?set L2SWEEP_DATA to the folder holding MNIST/raw/}
+OUT=$(realpath -m "${1:-/tmp/compare-whole-job}")  # absolute: the "before" run works in another folder
+DATA=$(realpath "${L2SWEEP_DATA:?set L2SWEEP_DATA to the folder holding MNIST/raw/}")
+export L2SWEEP_DATA="$DATA"
+if [ -n "${L2SWEEP_BEFORE:-}" ] && ! git -C "$L2SWEEP_BEFORE" rev-parse --short HEAD > /dev/null 2>&1; then
+  echo "L2SWEEP_BEFORE=$L2SWEEP_BEFORE is not a git checkout of l2sweep (make one: git worktree add DIR COMMIT)" >&2
+  exit 2
+fi
 BIN=${BIN:-.venv/bin}
 rm -rf "$OUT" && mkdir -p "$OUT"
 now() { date +%s.%N; }
