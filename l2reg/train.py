@@ -442,6 +442,15 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def pack_optimizer(pack: "_Pack", lr: torch.Tensor, eps: float) -> _KerasAdam:
+    """The pack's Adam (per-run lr, shape (n_runs,)), each parameter with its decoupled-decay
+    column (penalties.DECAY_COLUMNS by its WEIGHT_GROUPS group; None = never decayed). One place,
+    so scripts/step_parts.py times the very optimizer train_pack steps."""
+    groups = {name: group for group, names in WEIGHT_GROUPS.items() for name in names}
+    return _KerasAdam([pack.params[n] for n in pack.names], lr, eps,
+                      [penalties.DECAY_COLUMNS.get(groups.get(name)) for name in pack.names])
+
+
 def train_pack(specs: Sequence[RunSpec], data: MNISTTensors, settings: TrainSettings,
                device: torch.device | str = "cpu", on_progress: ProgressFn | None = None,
                keep_params: bool = False) -> list[dict]:
@@ -462,10 +471,8 @@ def train_pack(specs: Sequence[RunSpec], data: MNISTTensors, settings: TrainSett
     coef_table = coefficient_table(specs, settings.epochs, steps_per_epoch).to(device, dtype)
     pack = _Pack(specs, device, dtype, compile_steps=settings.compile, full_batch=batch)
     params = [pack.params[n] for n in pack.names]
-    decay_groups = {name: group for group, names in WEIGHT_GROUPS.items() for name in names}
-    decay_columns = [penalties.DECAY_COLUMNS.get(decay_groups.get(name)) for name in pack.names]
     lr = torch.full((n_runs,), settings.lr, device=device, dtype=dtype)
-    optimizer = _KerasAdam(params, lr, settings.adam_eps, decay_columns)
+    optimizer = pack_optimizer(pack, lr, settings.adam_eps)
     plateaus = [_Plateau(settings.plateau_factor, settings.plateau_patience) for _ in specs]
     seeds = [s.seed for s in specs]
     order_keys = rng.keys_tensor(seeds, ORDER_STREAM, device)

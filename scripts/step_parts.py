@@ -13,10 +13,10 @@ import time
 
 import torch
 
-from l2reg import penalties, rng
+from l2reg import rng
 from l2reg import train as T
 from l2reg.data import load_mnist
-from l2reg.model import DROPOUT_SHAPE, WEIGHT_GROUPS
+from l2reg.model import DROPOUT_SHAPE
 
 
 def main() -> None:
@@ -30,9 +30,8 @@ def main() -> None:
     coef_table = T.coefficient_table(specs, 5, steps_per_epoch).float()
     pack = T._Pack(specs, torch.device("cpu"), torch.float32, compile_steps=True, full_batch=batch)
     params = [pack.params[n] for n in pack.names]
-    groups = {name: group for group, names in WEIGHT_GROUPS.items() for name in names}
-    optimizer = T._KerasAdam(params, torch.full((1,), 1e-3), 1e-7,
-                             [penalties.DECAY_COLUMNS.get(groups.get(name)) for name in pack.names])
+    settings = T.TrainSettings()  # the defaults: lr 1e-3, Keras' eps 1e-7
+    optimizer = T.pack_optimizer(pack, torch.full((1,), settings.lr), settings.adam_eps)
     order = rng.permutations(rng.keys_tensor([1], T.ORDER_STREAM, "cpu"), 0, len(data.train_y))
     dropout_keys = rng.keys_tensor([1], T.DROPOUT_STREAM, "cpu")
     parts = dict.fromkeys(("batch gather", "mask and coefficients", "forward (compiled)", "backward",
