@@ -423,7 +423,8 @@ def report(
 
 OVERVIEW_HELP = """The claim check at a glance: a markdown table with a row per results folder and context
 (the main grid and each control): its regime, runs reported of those planned (a folder with
-several contexts: each row its own runs, the folder's total in the note), each claim's verdict
+several contexts: each row its own runs, the folder's total in the note), their compute (sum of
+the runs' wall times, median run), each claim's verdict
 and the highest paired gain in test accuracy with its own 95 % CI, n and call. Read from the
 reports `l2sweep report` wrote; recomputes nothing; a folder not started, without a report, or
 whose report is older than its runs says so. Printed, and written to --out when given.

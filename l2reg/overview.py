@@ -28,6 +28,7 @@ class FolderRow:
     context: str
     regime: str
     runs: str  # "done of planned (ok)"
+    compute: str  # the runs' wall time: sum (median per run)
     verdicts: dict  # claim -> verdict
     best_gain: str  # the accuracy claim's best paired gain with its CI and n
     note: str  # stale report, not started, ...
@@ -45,6 +46,20 @@ def _best_gain(rows: pd.DataFrame) -> str:
     return (f"{name}: {report._fmt(best['delta_pp'], 3, True)} pp "
             f"{report._ci(best['paired_ci_low_pp'], best['paired_ci_high_pp'])}, n = {int(best['paired_n'])}, "
             f"{best['call']}")
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
+
+
+def _compute(runs: pd.DataFrame) -> str:
+    """The wall time the runs took, from runs.csv's `seconds` (each run's own wall time: training,
+    evaluations, feature metrics; pauses included): their sum and the median run. Failed runs count
+    (they took the time too). On several workers at once the elapsed time is shorter than the sum."""
+    seconds = pd.to_numeric(runs["seconds"], errors="coerce").dropna() if "seconds" in runs else pd.Series([])
+    if not len(seconds):
+        return "-"
+    return f"{_duration(float(seconds.sum()))} (median {seconds.median():.0f} s)"
 
 
 def _read_report(folder: Path) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
@@ -101,14 +116,14 @@ def folder_rows(folder: Path) -> list[FolderRow]:
     name = str(folder)
     empty = {claim: "-" for claim in stats.CLAIMS}
     if not folder.is_dir():
-        return [FolderRow(name, "-", "-", "0", empty, "-", "not started")]
+        return [FolderRow(name, "-", "-", "0", "-", empty, "-", "not started")]
     planned = len(executors.known_runs(folder))
     run_files = files.run_files(folder / "runs")
     verdict_path = folder / "verdict.json"
     if not run_files:
-        return [FolderRow(name, "-", "-", f"0 of {planned}", empty, "-", "started, no run finished yet")]
+        return [FolderRow(name, "-", "-", f"0 of {planned}", "-", empty, "-", "started, no run finished yet")]
     if not verdict_path.is_file():
-        return [FolderRow(name, "-", "-", f"{len(run_files)} files of {planned}", empty, "-",
+        return [FolderRow(name, "-", "-", f"{len(run_files)} files of {planned}", "-", empty, "-",
                           f"no report yet: `l2sweep report {name}`")]
     verdict, summary, runs = _read_report(folder)
     reported_files = verdict["runs"] + verdict["skipped"]
@@ -134,6 +149,7 @@ def folder_rows(folder: Path) -> list[FolderRow]:
         counted = f"{len(ctx_runs)}" if several else f"{len(ctx_runs)} of {planned}"
         rows.append(FolderRow(
             folder=name, context=context, regime=report.regime_text(ctx_runs.iloc[0]), runs=f"{counted} ({ok} ok)",
+            compute=_compute(ctx_runs),
             verdicts=verdict["claims"][context],
             best_gain=_best_gain(summary[summary["context"].astype(str) == str(context)]),
             note="; ".join(([f"folder: {len(runs)} of {planned} runs"] if several else []) + notes)))
@@ -154,6 +170,7 @@ def overview_markdown(folders: list[Path], link_from: Path = Path(".")) -> str:
         "results": [link(r) for r in rows],
         "regime (context)": [r.regime for r in rows],
         "runs": [r.runs for r in rows],
+        "compute: sum of run wall times (median run)": [r.compute for r in rows],
         **{claim: [f"**{r.verdicts[claim]}**" if r.verdicts[claim] != "-" else "-" for r in rows]
            for claim in stats.CLAIMS},
         "highest paired gain in test accuracy (its 95 % CI, n seeds, call)": [r.best_gain for r in rows],
@@ -164,7 +181,10 @@ def overview_markdown(folders: list[Path], link_from: Path = Path(".")) -> str:
         "",
         "A row per results folder and training regime (context): each is its own family, with its own baseline, "
         "Holm correction and verdicts (README \"Statistics and the verdicts\"); never read one row's verdict as "
-        "another's. Runs: those the report read, of those planned in sweep.json (ok: trained to the end). Highest "
+        "another's. Runs: those the report read, of those planned in sweep.json (ok: trained to the end). Compute: "
+        "the sum of the runs' own wall times (runs.csv `seconds`; on several workers at once the elapsed time is "
+        "shorter; a run in two folders, such as a control's baselines copied from the main grid, counts in "
+        "both) and the median run. Highest "
         "paired gain: the setting with the largest mean paired gain over 2 or more seeds, with its own 95 % CI "
         "(not adjusted for being the largest) and its call; the decisions are in each folder's report.md. This "
         "table recomputes nothing.",

@@ -517,15 +517,16 @@ def test_the_overview_tabulates_each_folders_verdicts_and_says_what_is_missing(t
     assert cells[0][0] == f"[{main}](../ablation/report.md)"  # relative to the markdown's folder
     assert cells[0][1] == "2 epoch(s), dropout 0.5, all training images"
     assert cells[0][2] == "18 of 20 (18 ok)"
-    assert cells[0][3] == "**supported**" and cells[1][3] == "**not supported**"
+    assert cells[0][3] == "3 min (median 10 s)"  # 18 runs of 10 s each (the records' `seconds`)
+    assert cells[0][4] == "**supported**" and cells[1][4] == "**not supported**"
     best = summary.loc[summary["delta_pp"].idxmax()]
     assert best["alpha"] == 1e-4 and best["delta_pp"] == pytest.approx(0.5)
-    assert cells[0][7] == (f"alpha=0.0001: +0.500 pp [{best['paired_ci_low_pp']:+.3f}, "
+    assert cells[0][8] == (f"alpha=0.0001: +0.500 pp [{best['paired_ci_low_pp']:+.3f}, "
                            f"{best['paired_ci_high_pp']:+.3f}], n = 6, better")
-    assert cells[1][2] == "18 of 18 (18 ok)" and cells[1][8] == ""
-    assert cells[2][0] == str(unreported) and cells[2][2] == "6 files of 6"
-    assert cells[2][8] == f"no report yet: `l2sweep report {unreported}`"
-    assert cells[3][8] == "not started" and cells[3][3] == "-"
+    assert cells[1][2] == "18 of 18 (18 ok)" and cells[1][9] == ""
+    assert cells[2][0] == str(unreported) and cells[2][2] == "6 files of 6" and cells[2][3] == "-"
+    assert cells[2][9] == f"no report yet: `l2sweep report {unreported}`"
+    assert cells[3][9] == "not started" and cells[3][4] == "-"
     # a folder whose runs were copied in (a control's baselines) but where no sweep has run
     (control / "sweep.json").unlink()
     assert folder_rows(control)[0].note == ("no sweep has run here yet (no sweep.json: nothing planned; its run "
@@ -555,6 +556,17 @@ def test_the_overview_tabulates_each_folders_verdicts_and_says_what_is_missing(t
     (control / "runs" / "other.json").write_text("{}")  # same count, but the report's run is gone
     assert folder_rows(control)[0].note.endswith("stale: 1 run file(s) changed since the report: "
                                                  f"`l2sweep report {control}`")
+
+
+def test_the_overviews_compute_column_sums_the_runs_wall_times_and_gives_the_median():
+    from l2reg.overview import _compute
+
+    runs = pd.DataFrame({"seconds": [100.0, 300.0, float("nan"), 200.0]})  # a failed run without time
+    assert _compute(runs) == "10 min (median 200 s)"
+    assert _compute(pd.DataFrame({"seconds": [3600.0] * 3 + [1800.0]})) == "3.5 h (median 3600 s)"
+    assert _compute(pd.DataFrame({"seconds": [7199.0]})) == "120 min (median 7199 s)"  # hours from 2 h on
+    assert _compute(pd.DataFrame({"seconds": [float("nan")]})) == "-"
+    assert _compute(pd.DataFrame({"run_id": ["a"]})) == "-"  # a runs.csv from before the column
 
 
 def test_the_overview_headlines_only_a_tested_gain_and_names_its_alpha(tmp_path):
@@ -729,7 +741,7 @@ def test_a_pipe_in_a_folder_name_does_not_split_the_overview_table(tmp_path):
     data_set(folder, GAINS["supported"], seeds=3)
     write_reports(folder)
     row = [line for line in overview_markdown([folder], tmp_path).splitlines() if line.startswith("| [")][0]
-    assert row.count(" | ") == len(stats.CLAIMS) + 4  # 9 cells: 8 separators between them
+    assert row.count(" | ") == len(stats.CLAIMS) + 5  # 10 cells: 9 separators between them
     assert "a\\|b" in row
 
 
