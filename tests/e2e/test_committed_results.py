@@ -128,7 +128,10 @@ def test_paired_statistics_are_what_scipy_computes_from_runs_csv(folder):
             call = "not tested" if row.paired_n < 2 else call
             assert row.call == ("diverged" if row.n_diverged > 0 else call)
         accuracy = verdict["contexts"][context]["claims"]["accuracy"]["verdict"]
-        if (rows["call"] == "better").any():
+        settings = rows[rows["alpha"] != 0]
+        if not ((settings["paired_n"] >= 2) | (settings["call"] == "diverged")).any():
+            assert accuracy == "not tested"  # e.g. a control whose first pair of runs just finished
+        elif (rows["call"] == "better").any():
             assert accuracy == "supported"
         elif ((rows["p_inferior"] < ALPHA) | (rows["call"] == "diverged")).all() and (rows["paired_n"] >= 2).any():
             assert accuracy == "not supported"
@@ -216,3 +219,45 @@ def test_the_committed_overview_is_what_make_overview_writes(monkeypatch):
     monkeypatch.chdir(root)
     assert overview_markdown([Path("results") / name for name in folders], Path("results")) == (
         (RESULTS / "claim-check.md").read_text()), "results/claim-check.md is stale: run `make overview`"
+
+
+CLAIM_WORDS = r"\b(accuracy|overfitting|stability|features) \*\*([a-z ]+)\*\*"
+
+
+def control_paragraphs(readme: str) -> list[tuple[str, str]]:
+    """The README verdict section's paragraphs on the controls: those that open in italics and link a
+    results folder's report.md; (folder, paragraph text) each."""
+    section = readme.split("## The verdict\n", 1)[1].split("\n## ", 1)[0]
+    found = []
+    for paragraph in section.split("\n\n"):
+        link = re.search(r"\]\((results/[^)/]+)/report\.md\)", paragraph)
+        if paragraph.startswith("*") and not paragraph.startswith("**") and link:
+            found.append((link.group(1), " ".join(paragraph.split())))
+    return found
+
+
+def test_the_readmes_control_paragraphs_say_what_their_verdict_json_says():
+    """Each control paragraph states every claim's verdict (`Accuracy **not supported**`), as its
+    folder's verdict.json has it; a folder with a context per training-set size states them per
+    size, each after its `data.train_size=N`."""
+    readme = (RESULTS.parent / "README.md").read_text()
+    paragraphs = control_paragraphs(readme)
+    assert {folder for folder, _ in paragraphs} >= {"results/controls-decay", "results/controls-scope"}
+    for folder, text in paragraphs:
+        verdict = json.loads((RESULTS.parent / folder / "verdict.json").read_text())
+        contexts = verdict["contexts"]
+        assert not verdict["interim"], f"README cites {folder} as a result, but its report is interim"
+        if len(contexts) == 1:
+            segments = {next(iter(contexts)): text}
+        else:
+            runs = pd.read_csv(RESULTS.parent / folder / "runs.csv")
+            assert runs.groupby("context")["train_size"].nunique().eq(1).all(), (
+                f"{folder}: its contexts are not one per data.train_size: teach this test how the README names them")
+            size_of = runs.groupby("context")["train_size"].first()
+            parts = re.split(r"`data\.train_size=(\d+)`", text)
+            named = {int(size): part for size, part in zip(parts[1::2], parts[2::2])}
+            segments = {context: named.get(int(size), "") for context, size in size_of.items()}
+        for context, segment in segments.items():
+            stated = {claim.lower(): word for claim, word in re.findall(CLAIM_WORDS, segment, re.I)}
+            expected = {claim: value["verdict"] for claim, value in contexts[context]["claims"].items()}
+            assert stated == expected, f"README's paragraph on {folder} [{context}] disagrees with its verdict.json"
