@@ -56,7 +56,9 @@ def _compute(runs: pd.DataFrame) -> str:
     """The wall time the runs took, from runs.csv's `seconds` (each run's own wall time: training,
     evaluations, feature metrics; pauses included): their sum and the median run. Failed runs count
     (they took the time too). On several workers at once the elapsed time is shorter than the sum."""
-    seconds = pd.to_numeric(runs["seconds"], errors="coerce").dropna() if "seconds" in runs else pd.Series([])
+    if "seconds" not in runs:
+        return "-"
+    seconds = pd.to_numeric(runs["seconds"], errors="coerce").dropna()
     if not len(seconds):
         return "-"
     return f"{_duration(float(seconds.sum()))} (median {seconds.median():.0f} s)"

@@ -470,9 +470,9 @@ def train_pack(specs: Sequence[RunSpec], data: MNISTTensors, settings: TrainSett
     dtype = data.train_x.dtype  # float32 normally; float64 data trains in float64 (equivalence tests)
     coef_table = coefficient_table(specs, settings.epochs, steps_per_epoch).to(device, dtype)
     pack = _Pack(specs, device, dtype, compile_steps=settings.compile, full_batch=batch)
-    params = [pack.params[n] for n in pack.names]
     lr = torch.full((n_runs,), settings.lr, device=device, dtype=dtype)
     optimizer = pack_optimizer(pack, lr, settings.adam_eps)
+    params = optimizer.params  # the pack's tensors, in pack.names order
     plateaus = [_Plateau(settings.plateau_factor, settings.plateau_patience) for _ in specs]
     seeds = [s.seed for s in specs]
     order_keys = rng.keys_tensor(seeds, ORDER_STREAM, device)

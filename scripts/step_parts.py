@@ -29,9 +29,9 @@ def main() -> None:
     specs = [T.make_spec(1, alpha=1e-4, target="both")]
     coef_table = T.coefficient_table(specs, 5, steps_per_epoch).float()
     pack = T._Pack(specs, torch.device("cpu"), torch.float32, compile_steps=True, full_batch=batch)
-    params = [pack.params[n] for n in pack.names]
     settings = T.TrainSettings()  # the defaults: lr 1e-3, Keras' eps 1e-7
     optimizer = T.pack_optimizer(pack, torch.full((1,), settings.lr), settings.adam_eps)
+    params = optimizer.params
     order = rng.permutations(rng.keys_tensor([1], T.ORDER_STREAM, "cpu"), 0, len(data.train_y))
     dropout_keys = rng.keys_tensor([1], T.DROPOUT_STREAM, "cpu")
     parts = dict.fromkeys(("batch gather", "mask and coefficients", "forward (compiled)", "backward",

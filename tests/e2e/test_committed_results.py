@@ -19,7 +19,7 @@ from scipy import stats as sps
 
 from l2reg import axes
 from l2reg.report import load_records, write_reports
-from l2reg.stats import holm, summary_columns
+from l2reg.stats import CLAIMS, holm, summary_columns
 
 RESULTS = Path(__file__).resolve().parents[2] / "results"
 FOLDERS = sorted(path.parent.name for path in RESULTS.glob("*/runs")) or ["ablation-quick"]
@@ -221,7 +221,7 @@ def test_the_committed_overview_is_what_make_overview_writes(monkeypatch):
         (RESULTS / "claim-check.md").read_text()), "results/claim-check.md is stale: run `make overview`"
 
 
-CLAIM_WORDS = r"\b(accuracy|overfitting|stability|features) \*\*([a-z ]+)\*\*"
+CLAIM_WORDS = rf"\b({'|'.join(CLAIMS)}) \*\*([a-z ]+)\*\*"
 
 
 def control_paragraphs(readme: str) -> list[tuple[str, str]]:
@@ -242,7 +242,9 @@ def test_the_readmes_control_paragraphs_say_what_their_verdict_json_says():
     size, each after its `data.train_size=N`."""
     readme = (RESULTS.parent / "README.md").read_text()
     paragraphs = control_paragraphs(readme)
-    assert {folder for folder, _ in paragraphs} >= {"results/controls-decay", "results/controls-scope"}
+    folders = re.search(r"^CLAIM_CHECK_FOLDERS := (.+)$", (RESULTS.parent / "Makefile").read_text(), re.M).group(1)
+    controls = {f"results/{name}" for name in folders.split() if name.startswith("controls-")}
+    assert {folder for folder, _ in paragraphs} == controls, "a paragraph per control of `make overview`"
     for folder, text in paragraphs:
         verdict = json.loads((RESULTS.parent / folder / "verdict.json").read_text())
         contexts = verdict["contexts"]
