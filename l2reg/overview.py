@@ -33,6 +33,12 @@ class FolderRow:
     best_gain: str  # the accuracy claim's best paired gain with its CI and n
     note: str  # stale report, not started, ...
 
+    @classmethod
+    def without_report(cls, folder: str, runs: str, note: str) -> "FolderRow":
+        """The one row of a folder with nothing to summarise yet (no folder, no run, no report)."""
+        return cls(folder=folder, context="-", regime="-", runs=runs, compute="-",
+                   verdicts={claim: "-" for claim in stats.CLAIMS}, best_gain="-", note=note)
+
 
 def _best_gain(rows: pd.DataFrame) -> str:
     """The tested setting (paired over 2 or more seeds) with the highest paired gain: its delta,
@@ -116,17 +122,16 @@ def folder_rows(folder: Path) -> list[FolderRow]:
     of the report (runs.csv); a note says when runs/ has changed since."""
     folder = Path(folder)
     name = str(folder)
-    empty = {claim: "-" for claim in stats.CLAIMS}
     if not folder.is_dir():
-        return [FolderRow(name, "-", "-", "0", "-", empty, "-", "not started")]
+        return [FolderRow.without_report(name, runs="0", note="not started")]
     planned = len(executors.known_runs(folder))
     run_files = files.run_files(folder / "runs")
     verdict_path = folder / "verdict.json"
     if not run_files:
-        return [FolderRow(name, "-", "-", f"0 of {planned}", "-", empty, "-", "started, no run finished yet")]
+        return [FolderRow.without_report(name, runs=f"0 of {planned}", note="started, no run finished yet")]
     if not verdict_path.is_file():
-        return [FolderRow(name, "-", "-", f"{len(run_files)} files of {planned}", "-", empty, "-",
-                          f"no report yet: `l2sweep report {name}`")]
+        return [FolderRow.without_report(name, runs=f"{len(run_files)} files of {planned}",
+                                         note=f"no report yet: `l2sweep report {name}`")]
     verdict, summary, runs = _read_report(folder)
     reported_files = verdict["runs"] + verdict["skipped"]
     notes = []  # most important first
