@@ -34,7 +34,7 @@ class FolderRow:
     note: str  # stale report, not started, ...
 
     @classmethod
-    def without_report(cls, folder: str, runs: str, note: str) -> "FolderRow":
+    def without_report(cls, folder: str, runs: str, note: str) -> FolderRow:
         """The one row of a folder with nothing to summarise yet (no folder, no run, no report)."""
         return cls(folder=folder, context="-", regime="-", runs=runs, compute="-",
                    verdicts={claim: "-" for claim in stats.CLAIMS}, best_gain="-", note=note)

@@ -442,7 +442,7 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def pack_optimizer(pack: "_Pack", lr: torch.Tensor, eps: float) -> _KerasAdam:
+def pack_optimizer(pack: _Pack, lr: torch.Tensor, eps: float) -> _KerasAdam:
     """The pack's Adam (per-run lr, shape (n_runs,)), each parameter with its decoupled-decay
     column (penalties.DECAY_COLUMNS by its WEIGHT_GROUPS group; None = never decayed). One place,
     so scripts/step_parts.py times the very optimizer train_pack steps."""

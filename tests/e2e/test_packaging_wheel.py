@@ -18,10 +18,11 @@ QUICK = ["train.epochs=1", "train.batch_size=64", "train.eval_batch_size=100"]
 
 
 def repo_files() -> dict[str, Path]:
-    """What the wheel must hold: every module of l2reg/ and cli/ and every YAML of conf/, by wheel path."""
+    """What the wheel must hold: every module of l2reg/ and cli/, the C source of l2reg/ (the max-pool's
+    kernels, built on first use) and every YAML of conf/, by wheel path."""
     wanted = {}
-    for folder, package, pattern in (("l2reg", "l2reg", "*.py"), ("cli", "l2reg/cli", "*.py"),
-                                     ("conf", "l2reg/conf", "*.yaml")):
+    for folder, package, pattern in (("l2reg", "l2reg", "*.py"), ("l2reg", "l2reg", "*.c"),
+                                     ("cli", "l2reg/cli", "*.py"), ("conf", "l2reg/conf", "*.yaml")):
         for path in (REPO / folder).rglob(pattern):
             if "__pycache__" not in path.parts:
                 wanted[f"{package}/{path.relative_to(REPO / folder).as_posix()}"] = path
