@@ -65,20 +65,6 @@ COMPILE_FLAGS = ("-O3", "-fopenmp", "-shared", "-fPIC", "-fno-strict-aliasing")
 _SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
 
 
-def _cache_dir() -> Path:
-    """Where inductor caches its compiled code (TORCHINDUCTOR_CACHE_DIR or its default), in l2sweep/."""
-    folder = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
-    if not folder:
-        try:
-            import getpass
-
-            user = getpass.getuser()
-        except (KeyError, OSError):  # a container without a user name
-            user = "unknown"
-        folder = os.path.join(tempfile.gettempdir(), f"torchinductor_{user}")
-    return Path(folder) / "l2sweep"
-
-
 def _private_folder(folder: Path) -> Path:
     """folder, made if missing (mode 0700); refused unless this user owns it and nobody else may
     write there: a shared-library path others can write to would run their code in this process."""
@@ -117,7 +103,10 @@ def native_kernels() -> ctypes.CDLL | None:
         version = subprocess.run([*command, "--version"], capture_output=True, text=True, timeout=30).stdout
         key = hashlib.sha256("\0".join([KERNEL_SOURCE.read_text(), compiler, version, *COMPILE_FLAGS,
                                         platform.machine()]).encode()).hexdigest()[:20]
-        library = _private_folder(_cache_dir()) / f"pool_kernels_{key}.so"
+        # beside inductor's code (TORCHINDUCTOR_CACHE_DIR or its default; the module comes with torchvision)
+        from torch._inductor.runtime.cache_dir_utils import cache_dir
+
+        library = _private_folder(Path(cache_dir()) / "l2sweep") / f"pool_kernels_{key}.so"
         if not library.is_file():
             _build(command, KERNEL_SOURCE, library)
         kernels = ctypes.CDLL(str(library))
@@ -182,7 +171,6 @@ def _pool_backward(grad: Tensor, x: Tensor, winners: Tensor) -> Tensor:
     n, c, h, w = x.shape  # x's values are not read: the positions say where each gradient goes
     # named, not temporaries: a tensor made inside the call's arguments could be freed before the
     # kernel reads it (ctypes passes only the address)
-    grad = grad.to(x.dtype)
     winners = winners.contiguous(memory_format=torch.channels_last)
     grad_x = torch.empty(x.shape, dtype=x.dtype, memory_format=torch.channels_last)
     strides = (ctypes.c_int64 * 4)(*grad.stride())  # any layout of grad: the kernel reads it strided

@@ -37,7 +37,18 @@ void NAME(const T* restrict x, T* restrict out, int8_t* restrict pos, int64_t N,
   } \
 }
 
-/* U: the unsigned integer of T's width; the selects are bit masks so that the compiler vectorizes them */
+/* U: the unsigned integer of T's width; the selects are bit masks so that the compiler vectorizes them.
+   GRAD(c): the pooled gradient of channel c (a contiguous row when gs1 == 1: the vectorizable case). */
+#define SCATTER_WINDOW(T, U, GRAD) \
+  _Pragma("omp simd") \
+  for (int64_t c = 0; c < C; c++) { \
+    const T gv = (T)0 + GRAD(c); U bits; memcpy(&bits, &gv, sizeof bits); const int32_t k = q[c]; \
+    a[c] = bits & -(U)(k == 0); a[C + c] = bits & -(U)(k == 1); \
+    b[c] = bits & -(U)(k == 2); b[C + c] = bits & -(U)(k == 3); \
+  }
+#define CONTIGUOUS(c) gp[c]
+#define STRIDED(c) gp[(c) * gs1]
+
 #define BACKWARD(NAME, T, U) \
 void NAME(const T* restrict g, const int64_t* gstride, const int8_t* restrict pos, T* restrict gin_t, \
           int64_t N, int64_t C, int64_t H, int64_t W) { \
@@ -50,21 +61,7 @@ void NAME(const T* restrict g, const int64_t* gstride, const int8_t* restrict po
       const int8_t* restrict q = pos + ((n * oH + oh) * oW + ow) * C; \
       const T* restrict gp = g + n * gs0 + oh * gs2 + ow * gs3; \
       U* restrict a = r0 + 2 * ow * C; U* restrict b = r1 + 2 * ow * C; \
-      if (gs1 == 1) { \
-        _Pragma("omp simd") \
-        for (int64_t c = 0; c < C; c++) { \
-          const T gv = (T)0 + gp[c]; U bits; memcpy(&bits, &gv, sizeof bits); const int32_t k = q[c]; \
-          a[c] = bits & -(U)(k == 0); a[C + c] = bits & -(U)(k == 1); \
-          b[c] = bits & -(U)(k == 2); b[C + c] = bits & -(U)(k == 3); \
-        } \
-      } else { \
-        _Pragma("omp simd") \
-        for (int64_t c = 0; c < C; c++) { \
-          const T gv = (T)0 + gp[c * gs1]; U bits; memcpy(&bits, &gv, sizeof bits); const int32_t k = q[c]; \
-          a[c] = bits & -(U)(k == 0); a[C + c] = bits & -(U)(k == 1); \
-          b[c] = bits & -(U)(k == 2); b[C + c] = bits & -(U)(k == 3); \
-        } \
-      } \
+      if (gs1 == 1) { SCATTER_WINDOW(T, U, CONTIGUOUS) } else { SCATTER_WINDOW(T, U, STRIDED) } \
     } \
     if (W & 1) { memset(r0 + (W - 1) * C, 0, C * sizeof(U)); memset(r1 + (W - 1) * C, 0, C * sizeof(U)); } \
   } \
