@@ -50,13 +50,18 @@ def make_executor(cluster: Cluster, folder: Path, max_num_timeout: int = 3, **pa
     return ex
 
 
+def job_logs(job) -> str:
+    """A job's submitit stdout and stderr, for an assertion's message."""
+    return f"--- job {job.job_id} stdout\n{job.stdout()}\n--- job {job.job_id} stderr\n{job.stderr()}"
+
+
 def wait_done(jobs, timeout: float, cluster: Cluster) -> float:
     """Poll job.done() (true once the result pickle exists) with a deadline: job.result() alone would
     wait forever for a job that died without one."""
     t0 = time.monotonic()
     while not all(j.done() for j in jobs):
         if time.monotonic() - t0 > timeout:
-            logs = "\n".join(f"--- {j.job_id}\n{j.stdout()}\n{j.stderr()}" for j in jobs if not j.done())
+            logs = "\n".join(job_logs(j) for j in jobs if not j.done())
             queue = cluster.run("squeue", "--states=all", "-r", check=False).stdout
             pytest.fail(f"jobs not done after {timeout} s\n{queue}\n{logs}\n{cluster.logs()}")
         time.sleep(0.5)
@@ -270,8 +275,7 @@ def test_checkpointable_is_requeued_at_time_limit(slurm, tmp_path):
     for n, (finish_on, starts) in cases.items():
         job, record = jobs[n], records[jobs[n].job_id]
         assert len(markers[n].read_text().split()) == starts, (
-            f"max_num_timeout={n}: {markers[n].read_text().split()}\n{record}\n--- job stdout\n{job.stdout()}\n"
-            f"--- job stderr\n{job.stderr()}\n{slurm.logs(40)}")
+            f"max_num_timeout={n}: {markers[n].read_text().split()}\n{record}\n{job_logs(job)}\n{slurm.logs(40)}")
         assert record["Restarts"] == str(starts - 1), record
         stdout = job.stdout() or ""
         assert stdout.count("this job is timed-out") == (starts if finish_on is None else starts - 1)
@@ -385,7 +389,7 @@ def test_requeue_interrupted_by_sigterm_leaves_an_error_pickle_until_restart(slu
 
     def report() -> str:  # everything a failure here needs, read at the failure
         return (f"squeue: {squeue_state(slurm, job.job_id)}; starts: {marker.read_text().split()}\n"
-                f"--- job stdout\n{job.stdout()}\n--- job stderr\n{job.stderr()}\n{slurm.logs(25)}")
+                f"{job_logs(job)}\n{slurm.logs(25)}")
 
     deadline = time.monotonic() + 30
     while not job.paths.result_pickle.exists():
