@@ -7,6 +7,7 @@
 #   scripts/claim_check_worker.sh sync        # copy finished runs back here, rebuild the reports and
 #                                             # results/claim-check.md (make overview)
 #   scripts/claim_check_worker.sh prepare     # only set up the worktree (the workers do it themselves)
+#   scripts/claim_check_worker.sh 0 controls-epochs   # one step only (here: the 20-epoch control)
 #
 # (experiment=controls-l1 writes into results/controls-literal/: its `name`.)
 # Every run of the claim check comes from one commit's training code (CLAIM_CHECK_COMMIT, the
@@ -27,7 +28,7 @@ fi
 export L2SWEEP_DATA
 py="$here/.venv/bin/python"
 folders=(ablation controls-decay-pilot controls-decay controls-scope controls-literal controls-dropout
-         controls-small-data)
+         controls-small-data controls-epochs)
 
 prepare() {  # under a lock: two workers started together must not both create the worktree
   exec 9> "$here/.git/claim-check.lock"
@@ -68,11 +69,29 @@ case "${1:-}" in
         echo "results/claim-check.md rebuilt"; exit 0 ;;
   prepare) prepare; echo "$tree: at $commit, committed runs copied in"; exit 0 ;;
 esac
-core="${1:?usage: $0 CORE | prepare | sync}"
+core="${1:?usage: $0 CORE [controls-epochs] | prepare | sync}"
+step="${2:-all}"
 prepare
 cd "$tree"
 export PYTHONPATH="$tree"
 run() { echo "=== $(date -Is) [core $core] l2sweep run $*"; taskset -c "$core" "$py" -m cli.main run "$@" || true; }
+if [ "$step" = controls-epochs ]; then
+  # The longer-training control: the baseline, the main grid's top 3 settings by paired gain among
+  # those not called worse (the confirmation study's candidate rule) and the article's case
+  # (both 1e-4 constant), at 20 epochs, 10 seeds, its own context. Not a cartesian product, so two
+  # sweeps into one folder sharing their baselines (same run ids). The commit frozen for the claim
+  # check has no experiment file for it: every key is given here. The two workers start the two
+  # sweeps in opposite orders, so both advance seed by seed together and share the baselines' locks.
+  exponential=(alpha=1e-3,1e-2 target=activations schedule=exponential)
+  constant=(alpha=1e-4 target=activations,both schedule=constant)
+  common=(name=controls-epochs seeds=10 train.epochs=20)
+  if [ $((core % 2)) -eq 0 ]; then first=("${exponential[@]}"); second=("${constant[@]}")
+  else first=("${constant[@]}"); second=("${exponential[@]}"); fi
+  run "${common[@]}" "${first[@]}"
+  run "${common[@]}" "${second[@]}"
+  echo "=== $(date -Is) [core $core] controls-epochs done"; exit 0
+fi
+[ "$step" = all ] || { echo "unknown step: $step (all | controls-epochs)" >&2; exit 2; }
 run experiment=ablation
 for name in controls-decay controls-scope controls-literal; do  # the default context's baselines: the main grid's
   mkdir -p "results/$name/runs"
