@@ -77,8 +77,8 @@ ablation-quick-12: install ## ablation-quick with 12 seeds (36 runs, ~70 min on 
 bench: install ## throughput: plain DataLoader loop vs l2sweep (pack sizes) -> bench.json
 	$(BIN)/l2sweep bench
 
-bench-launchers: install ## launcher=local (a worker per core) against one process, on real MNIST (needs every core free)
-	bash scripts/bench_launchers.sh
+bench-launchers: install ## a study: launcher=local (a worker per core) against one process, on real MNIST (needs every core free; benchmarks/)
+	bash benchmarks/bench_launchers.sh
 
 # For a lent GPU machine (device tool), whose image lacks these pure-Python packages and MNIST:
 # carry .devsite and .devdata and run scripts/device_check.sh there (docs/performance.md).

@@ -7,7 +7,6 @@ and what is allowed; `--debug` shows the traceback); 130 interrupted (Ctrl-C).
 from __future__ import annotations
 
 import contextlib
-import time
 from pathlib import Path
 from typing import List, Optional
 
@@ -82,15 +81,15 @@ def _summary_table(summary, title: str) -> Table:
     for column in ("setting", "n", "acc %", "delta pp", "95% CI pp", "call"):
         table.add_column(column, justify="left" if column in ("setting", "call") else "right")
     contexts = summary["context"].nunique()
-    tested = summary[summary["alpha"] != 0]
-    varying = [c for c in axes.SETTING_COLUMNS if tested[c].nunique(dropna=False) > 1] or ["alpha", "target"]
+    tested = summary[~axes.baseline_rows(summary)]
+    varying = axes.varying(tested, fallback=["alpha", "target"])
 
     def num(value, fmt: str) -> str:
         return "-" if value != value else format(value, fmt)
 
     for row in summary.itertuples(index=False):
         values = row._asdict()
-        setting = "baseline" if row.alpha == 0 else " ".join(
+        setting = "baseline" if axes.baseline_rows(values) else " ".join(
             f"{values[c]:g}" if c == "alpha" else str(values[c]) for c in varying)
         if contexts > 1:
             setting += escape(f" [{row.context}]")
@@ -145,125 +144,66 @@ def run(
 
 def _run(overrides: list[str], dry_run: bool, force: bool, config_dir: Optional[Path], debug: bool,
          wait: bool = True) -> None:
-    import torch
-
-    from l2reg import sweep
-    from l2reg.config import ConfigError, expand_and_compose, to_dict
+    from l2reg import runner
+    from l2reg.config import ConfigError
     from l2reg.data import DataError
-    from l2reg.provenance import write_sweep_json
-    from l2reg.report import ReportError, write_reports
-    from l2reg.train import resolve_device
+    from l2reg.executors.slurm_jobs import SchedulerError
 
     try:
-        points = expand_and_compose(overrides, config_dir)
-        configs = [cfg for _, cfg in points]
-        for name in ("name", "results_dir"):
-            sweep.check_single(configs, name)
-        if any(to_dict(c.launcher) != to_dict(configs[0].launcher) for c in configs):
-            raise ConfigError("launcher keys cannot be swept: one sweep has one launcher")
-        planned = sweep.plan(configs)
-        launcher = configs[0].launcher
-        if not wait and launcher.name != "slurm":
-            raise ConfigError(f"--no-wait applies to launcher=slurm only (this sweep has launcher={launcher.name})")
-        try:
-            device = resolve_device(configs[0].train.device)
-        except ValueError:
-            if launcher.name != "slurm":
-                raise
-            device = None  # train.device=cuda submitted from a host without one: resolved on the nodes
+        plan = runner.plan_sweep(overrides, config_dir, wait=wait)
     except (ConfigError, ValueError) as error:
         _fail(str(error), error, debug)
-    name = configs[0].name or time.strftime("%Y-%m-%d_%H-%M-%S")
-    results_dir = Path(configs[0].results_dir) / name
-
     if dry_run:
-        done = sweep.finished_ids(results_dir / "runs") if not force else set()
-        n_done = len(done & {r.run_id for r in planned})
+        done = plan.finished(force)
         # the title on a line of its own (a table title wraps to the table's width): scripts parse it
-        out.print(escape(f"{len(planned)} planned runs -> {results_dir} ({n_done} done)"), highlight=False,
-                  soft_wrap=True)
-        out.print(_plan_table(planned, done))
+        out.print(escape(f"{len(plan.planned)} planned runs -> {plan.results_dir} ({len(done)} done)"),
+                  highlight=False, soft_wrap=True)
+        out.print(_plan_table(plan.planned, done))
         return
-
-    inprocess = launcher.name == "inprocess"
-    try:  # other launchers' workers load their own data: here it is only checked, on the CPU
-        data = sweep.prepare_data(planned, device if inprocess else torch.device("cpu"))
-    except DataError as error:
+    try:
+        with _Progress() as progress:
+            result = runner.run_sweep(plan, force=force, wait=wait, progress=progress, messages=_message)
+    except (DataError, runner.ResultsFolderError) as error:
         _fail(str(error), error, debug)
-    try:
-        _check_writable(results_dir)
-    except OSError as error:
-        _fail(f"results folder {results_dir} is not writable ({error.strerror or error}): choose another "
-              f"results_dir= or name=", error, debug)
-    from l2reg import executors
+    except SchedulerError as error:
+        _fail(str(error), error, False)
+    _print_result(result)
 
-    if launcher.name == "slurm":
-        size = executors.slurm_pack_size(planned, launcher)
+
+def _message(kind: str, text: str) -> None:
+    """A line of the runner's for the user, on stderr: a note, a warning, or why the sweep stopped."""
+    if kind == "warning":
+        err.print(f"[yellow]warning:[/] {escape(text)}", highlight=False, soft_wrap=True)
+    elif kind == "interrupted":
+        err.print(f"[yellow]{escape(text)}[/]", highlight=False, soft_wrap=True)
     else:
-        size = sweep.pack_size_for(planned, configs[0].train.device)
-    command = ["l2sweep", "run", *overrides] + ([] if wait else ["--no-wait"]) + (["--force"] if force else [])
-    shown_device = device or torch.device(configs[0].train.device)
-    write_sweep_json(results_dir, command, [point for point, _ in points], planned, shown_device, size,
-                     {(*key[:-1], str(shown_device)): value for key, value in data.items()})
-    _note_launcher(results_dir, launcher, device)
+        err.print(escape(text), highlight=False, soft_wrap=True)
 
-    outcome = None
-    interrupted = False
-    try:
-        if launcher.name == "slurm":
-            outcome = _run_slurm(planned, results_dir, launcher, size, force, command, wait)
-            if outcome is None:  # --no-wait
-                return
-        else:
-            with _Progress() as progress:
-                run_jobs = None if inprocess else executors.LocalWorkers(launcher, device.type, progress)
-                outcome = sweep.execute(planned, results_dir, data if inprocess else None, force=force,
-                                        progress=progress, run_jobs=run_jobs)
-    except KeyboardInterrupt:
-        interrupted = True
-        if launcher.name == "slurm":
-            submissions = executors.read_jobs(results_dir)
-            ids = ", ".join(submissions[-1]["job_ids"]) if submissions else "see jobs.json"
-            err.print(f"[yellow]interrupted: stopped waiting; the SLURM jobs keep running (last submitted: {ids}): "
-                      f"`l2sweep status {escape(str(results_dir))}` shows them, `scancel <job id>` stops them[/]",
-                      highlight=False)
-        else:
-            err.print("[yellow]interrupted: the run(s) in flight are lost; finished runs are kept[/]")
-    try:
-        _show(write_reports(results_dir, configs[0].report.min_effect_pp), results_dir)
-    except ReportError:
-        if not interrupted and not (outcome and outcome.not_ok):
-            raise
-        err.print("no run had finished: no reports written")
-    if interrupted:
+
+def _print_result(result) -> None:
+    """What `l2sweep run` shows after the runner: the job ids (--no-wait), or the reports and the
+    runs that did not finish; then the exit code (130 interrupted, 1 runs not ok)."""
+    results_dir = result.results_dir
+    if not result.waited:
+        out.print(" ".join(result.submission["job_ids"]) if result.submission else "nothing to submit",
+                  highlight=False)
+        err.print(escape(f"`l2sweep status {results_dir}` shows where each run stands; `l2sweep report "
+                         f"{results_dir}` collects the results"), highlight=False, soft_wrap=True)
+        return
+    if result.report is not None:
+        _show(result.report, results_dir)
+    if result.interrupted:
         raise typer.Exit(130)
-    if outcome and outcome.not_ok:
-        err.print(f"[red]{len(outcome.not_ok)} run(s) did not finish:[/]")
-        for record in outcome.not_ok:
+    if result.not_ok:
+        err.print(f"[red]{len(result.not_ok)} run(s) did not finish:[/]")
+        for record in result.not_ok:
             job = f" (job {record['job_id']})" if record.get("job_id") else ""
             err.print(escape(f"  {record['run_id']}{job}: {record['status']} {record.get('error') or ''}"),
                       highlight=False)
             _print_log_tail(record.get("log"), record.get("log_tail"))
-        if launcher.name == "slurm":
+        if result.launcher == "slurm":
             err.print("re-run the same command to submit again only what did not finish", highlight=False)
         raise typer.Exit(1)
-
-
-def _note_launcher(results_dir: Path, launcher, device) -> None:
-    """Add the launcher to this invocation's entry of sweep.json: with workers or SLURM, the device,
-    pack and compile decisions above are this host's view; each run's file records its own."""
-    from l2reg import files
-    from l2reg.config import to_dict
-
-    path = results_dir / "sweep.json"
-    content = files.read_json(path)
-    entry = content["invocations"][-1]
-    entry["launcher"] = to_dict(launcher)
-    if launcher.name != "inprocess":
-        entry["decisions"]["note"] = ("device and compile are resolved where each pack trains (each run file says "
-                                      "which); above: " + ("this host's view" if device is not None else
-                                                           "the device asked for, absent on this host"))
-    files.write_json_atomic(path, content)
 
 
 def _print_log_tail(log, lines) -> None:
@@ -273,73 +213,9 @@ def _print_log_tail(log, lines) -> None:
             err.print(escape(f"    | {line}"), highlight=False, soft_wrap=True)
 
 
-def _run_slurm(planned, results_dir: Path, launcher, size: int, force: bool, command: list[str], wait: bool):
-    """Submit what is neither finished nor queued/running in an earlier submission; with `wait`,
-    follow every job of this sweep until it ends and return the outcome (None with --no-wait)."""
-    from l2reg import executors, sweep
-
-    reader = executors.StatusReader(results_dir)
-    states = reader([r.run_id for r in planned])
-    # a run whose job squeue cannot tell about may still be queued: never submitted twice
-    active = {rid for rid, state in states.items() if state.state in ("queued", "running", "unknown")}
-    done = set() if force else {rid for rid, state in states.items() if state.state == "done"}
-    todo = sorted((r for r in planned if r.run_id not in done and r.run_id not in active),
-                  key=lambda run: run.config.seed)
-    if done:
-        err.print(f"{len(done)} of {len(planned)} runs already done: skipping them")
-    if active:
-        err.print(f"{len(active)} run(s) queued or running in earlier SLURM jobs: not submitted again")
-    if reader.scheduler_error:
-        err.print(f"[yellow]warning:[/] {escape(reader.scheduler_error)}: runs of earlier jobs whose state is unknown "
-                  f"were not submitted again", highlight=False)
-    submission = None
-    if todo:
-        try:
-            submission = executors.submit_slurm(todo, results_dir, launcher, size, force, command)
-        except executors.SchedulerError as error:
-            _fail(str(error), error, False, code=2)
-        tasks = submission["tasks"]
-        err.print(escape(f"submitted {len(todo)} run(s) as {len(tasks)} SLURM task(s) of job "
-                         f"{', '.join(submission['job_ids'])} (partition {launcher.partition or 'default'}, "
-                         f"{launcher.timeout_min} min): {results_dir / executors.JOBS_FILE}"), highlight=False)
-    if not wait:
-        out.print(" ".join(submission["job_ids"]) if submission else "nothing to submit", highlight=False)
-        err.print(escape(f"`l2sweep status {results_dir}` shows where each run stands; `l2sweep report "
-                         f"{results_dir}` collects the results"), highlight=False, soft_wrap=True)
-        return None
-    watched = [r.run_id for r in todo] + sorted(active)
-    latest = {}
-    for sub in executors.read_jobs(results_dir):
-        for task in sub["tasks"]:
-            for rid in task["run_ids"]:
-                latest[rid] = (task["job_id"], sub["submitit_folder"])
-    tasks = sorted({latest[rid] for rid in watched if rid in latest})
-    with _Progress() as progress:
-        progress("start", total=len(planned), skipped=len(planned) - len(watched), quiet=True)
-        records, _ = executors.wait_slurm(results_dir, watched, tasks, progress)
-    return sweep.SweepOutcome(results_dir, len(planned), len(planned) - len(watched), records)
-
-
-def _check_writable(folder: Path) -> None:
-    """Raise OSError unless `folder` can be created (its nearest existing parent is writable) and
-    written; creates nothing before all checks pass."""
-    import errno
-    import os
-
-    existing = folder
-    while not existing.exists():
-        existing = existing.parent
-    if not existing.is_dir():
-        raise OSError(errno.ENOTDIR, f"{existing} is not a folder")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise OSError(errno.EACCES, f"no write permission on {existing}")
-    (folder / "runs").mkdir(parents=True, exist_ok=True)
-    if not os.access(folder / "runs", os.W_OK | os.X_OK):
-        raise OSError(errno.EACCES, f"no write permission on {folder / 'runs'}")
-
-
 class _Progress:
-    """A rich progress bar over runs, with ETA and the current pack's epoch and step."""
+    """A rich progress bar over runs, with ETA and the current pack's epoch and step: shown from the
+    sweep's 'start' event to its 'end' (nothing before: an error in the data leaves one line)."""
 
     def __init__(self):
         from rich.progress import (
@@ -355,22 +231,28 @@ class _Progress:
                             TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
                             TextColumn("{task.fields[detail]}"), console=err)
         self.task = None
+        self.shown = False
         self.finished = 0
         self.pack_runs = 0
 
     def __enter__(self):
-        self.bar.__enter__()
         return self
 
     def __exit__(self, *exc):
-        return self.bar.__exit__(*exc)
+        self._close(*exc)
+
+    def _close(self, *exc) -> None:
+        if self.shown:
+            self.shown = False
+            self.bar.__exit__(*(exc or (None, None, None)))
 
     def __call__(self, event: str, **info) -> None:
         if event == "start":
-            todo = info["total"] - info["skipped"]
-            if info["skipped"] and not info.get("quiet"):
-                err.print(f"{info['skipped']} of {info['total']} runs already done: skipping them")
-            self.task = self.bar.add_task("runs", total=max(todo, 1), detail="")
+            self.bar.__enter__()
+            self.shown = True
+            self.task = self.bar.add_task("runs", total=max(info["total"] - info["skipped"], 1), detail="")
+        elif event == "end":
+            self._close()
         elif event == "pack":
             self.pack_runs = len(info["runs"])
             self.bar.update(self.task, detail=", ".join(info["runs"][:2]) + ("..." if self.pack_runs > 2 else ""))
@@ -386,19 +268,21 @@ class _Progress:
             self.bar.console.print(f"{len(info['runs'])} run(s) are being trained by another l2sweep process on "
                                    f"this folder: skipped them, now waiting for them to finish")
         elif event == "done":
-            self.finished += len(info["records"])
-            self.bar.update(self.task, completed=self.finished)
-            for record in info["records"]:  # a line per finished run: readable in logs, too
-                acc = (record.get("metrics") or {}).get("test_acc")
-                shown = f"test {acc:.2f} %" if acc is not None else record.get("error") or ""
-                self.bar.console.print(escape(f"{record['run_id']}: {record['status']} {shown} "
-                                              f"({record.get('seconds') or 0:.0f} s)"), highlight=False)
-            first = info["records"][0]
-            if len(info["records"]) > 1 and first.get("peak_memory_mib") is not None:
-                kind = "allocated on the GPU" if str(first["device"]).startswith("cuda") else "process RSS"
-                self.bar.console.print(f"pack of {len(info['records'])} runs: {first['seconds']:.0f} s, "
-                                       f"peak memory {first['peak_memory_mib']:,.0f} MiB ({kind})",
-                                       highlight=False)
+            self._done(info["records"])
+
+    def _done(self, records: list[dict]) -> None:
+        self.finished += len(records)
+        self.bar.update(self.task, completed=self.finished)
+        for record in records:  # a line per finished run: readable in logs, too
+            acc = (record.get("metrics") or {}).get("test_acc")
+            shown = f"test {acc:.2f} %" if acc is not None else record.get("error") or ""
+            self.bar.console.print(escape(f"{record['run_id']}: {record['status']} {shown} "
+                                          f"({record.get('seconds') or 0:.0f} s)"), highlight=False)
+        first = records[0]
+        if len(records) > 1 and first.get("peak_memory_mib") is not None:
+            kind = "allocated on the GPU" if str(first["device"]).startswith("cuda") else "process RSS"
+            self.bar.console.print(f"pack of {len(records)} runs: {first['seconds']:.0f} s, "
+                                   f"peak memory {first['peak_memory_mib']:,.0f} MiB ({kind})", highlight=False)
 
 
 @app.command(help="Rebuild runs.csv, summary.csv, report.md (with the verdict) and plots/ of a results folder "
@@ -465,16 +349,17 @@ def status(
     show_all: bool = typer.Option(False, "--all", help="List every run, done ones included."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks of errors."),
 ) -> None:
-    from l2reg import executors
+    from l2reg.executors import slurm_jobs
+    from l2reg.executors import status as run_status
 
     with _unexpected_errors(debug):
         if not results_dir.is_dir() or not any((results_dir / f).exists() for f in ("runs", "sweep.json",
-                                                                                   executors.JOBS_FILE)):
+                                                                                   slurm_jobs.JOBS_FILE)):
             _fail(f"{results_dir} is not a results folder of `l2sweep run` (no runs/, sweep.json or jobs.json)", None,
                   debug)
-        reader = executors.StatusReader(results_dir)
+        reader = run_status.StatusReader(results_dir)
         states = reader()
-        counts = executors.summary_counts(states)
+        counts = run_status.summary_counts(states)
         ok = sum(1 for s in states.values() if s.state == "done" and (s.record or {}).get("status") == "ok")
         out.print(escape(f"{results_dir}: {len(states)} runs: {counts['done']} done ({ok} ok, {counts['done'] - ok} "
                          f"diverged), {counts['running']} running, {counts['queued']} queued, {counts['failed']} "
@@ -484,7 +369,7 @@ def status(
         if reader.scheduler_error:
             err.print(f"[yellow]warning:[/] {escape(reader.scheduler_error)}: the state of SLURM jobs is unknown",
                       highlight=False)
-        submissions = executors.read_jobs(results_dir)
+        submissions = slurm_jobs.read_jobs(results_dir)
         if submissions:
             last = submissions[-1]
             out.print(escape(f"SLURM: {len(submissions)} submission(s), the last at {last['submitted_at']}: job(s) "
@@ -550,33 +435,13 @@ def bench(
                                    "config with the plain loop and with l2sweep (minutes on a CPU)."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks of errors."),
 ) -> None:
-    from dataclasses import replace
+    from l2reg.bench import bench_config, run_bench, write_bench
+    from l2reg.data import DataError
 
-    from l2reg.bench import run_bench, write_bench
-    from l2reg.config import ConfigError, expand_and_compose, validate
-    from l2reg.data import DataError, check_files
-    from l2reg.train import resolve_device
-
-    overrides = list(overrides or [])
-    given = {item.split("=", 1)[0].lstrip("+~") for item in overrides}
-    defaults = [item for item in ("alpha=1e-4", "target=both") if item.split("=")[0] not in given]
     with _unexpected_errors(debug):
         try:
-            points = expand_and_compose(defaults + overrides)
-            if len(points) != 1:
-                raise ConfigError(f"bench takes plain overrides, not sweeps ({len(points)} points)")
-            cfg = points[0][1]
-            cfg = replace(cfg, seed=1 if cfg.seed is None else cfg.seed)
-            validate(cfg)
-            device = resolve_device(cfg.train.device)
-            sizes = [int(v) for v in pack_sizes.split(",") if v.strip()] or (
-                [1, 8, 32, 64, 128, 256] if device.type == "cuda" else [1, 2])
-            if any(size < 1 for size in sizes):
-                raise ConfigError(f"--pack-sizes={pack_sizes}: sizes must be >= 1")
-            check_files(cfg.data.root, download=False)
-        except ValueError as error:  # ConfigError included
-            _fail(str(error), error, debug)
-        except DataError as error:
+            cfg, device, sizes = bench_config(list(overrides or []), pack_sizes)
+        except (ValueError, DataError) as error:  # ConfigError included
             _fail(str(error), error, debug)
         result = run_bench(cfg, device, steps, sizes, compiled, whole_run,
                            progress=lambda m: err.print(f"measuring: {m}"))

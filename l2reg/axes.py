@@ -7,7 +7,9 @@ context labels (l2reg.sweep), the per-run training spec (l2reg.train), CSV colum
 statistics grouping (l2reg.report, l2reg.stats), plots and the CLI tables. Adding an axis here
 and to the config schema is the whole declaration; a value declared here but not wired into the
 penalties (l2reg.penalties.terms_for) is refused before any training (exit 2), never trained as
-something else.
+something else. The values of `target` are the penalty registry's (l2reg.penalties.targets): a
+registered term brings its own. Whether a run is the baseline (`is_baseline`) and what remains of
+a setting without its coefficient (`setting_without_coefficient`) are written here only.
 
 Roles:
 - "setting": part of the regularizer. The baseline has every setting axis off (alpha = 0, the
@@ -22,7 +24,7 @@ left out of the run's identity, so finished runs keep their ids (and stay finish
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 BASELINE_LABEL = "none"  # what a baseline shows in the columns of setting axes other than alpha
 
@@ -31,6 +33,12 @@ def _schedule_names() -> tuple[str, ...]:
     from l2reg import schedules
 
     return schedules.names()
+
+
+def _target_names() -> tuple[str, ...]:
+    from l2reg import penalties
+
+    return penalties.targets()
 
 
 @dataclass(frozen=True)
@@ -52,7 +60,7 @@ class Axis:
 AXES: tuple[Axis, ...] = (
     Axis("alpha", "alpha", "setting", 0.0, None, "a", "penalty coefficient, >= 0 (0 = the baseline)",
          name_order=2),
-    Axis("target", "target", "setting", "both", ("weights", "activations", "both"), "",
+    Axis("target", "target", "setting", "both", _target_names, "",
          "what the penalty acts on: conv kernels, post-ReLU conv activations, or both", name_order=0),
     Axis("norm", "norm", "setting", "l2", ("l2", "l1"), "", "l2: sum of squares; l1: sum of absolute values",
          name_order=1),
@@ -76,6 +84,16 @@ SETTING_COLUMNS = [axis.column for axis in SETTING_AXES]
 CONTEXT_COLUMNS = [axis.column for axis in CONTEXT_AXES]
 
 
+def varying(settings: Any, columns: Sequence[str] = SETTING_COLUMNS,
+            fallback: Sequence[str] | None = None) -> list[str]:
+    """The columns (of `columns`, in that order) whose values differ between the rows of
+    `settings` (a DataFrame of regularized settings; NaN counts as a value), or `fallback` (default:
+    all of `columns`) when none does. The one rule for which axes name a setting in tables, plots
+    and the console."""
+    found = [c for c in columns if settings[c].nunique(dropna=False) > 1]
+    return found or list(columns if fallback is None else fallback)
+
+
 def axis(key: str) -> Axis:
     for candidate in AXES:
         if candidate.key == key:
@@ -91,8 +109,27 @@ def get(cfg: Any, key: str) -> Any:
     return value
 
 
+# The axes that make the coefficient alpha(t) = alpha * s(t); the other setting axes say what it
+# multiplies (which penalty terms: l2reg.penalties.terms_for).
+COEFFICIENT_KEYS = ("alpha", "schedule")
+
+
 def is_baseline(cfg: Any) -> bool:
-    return get(cfg, "alpha") == 0
+    """Is this run (a config, or anything with an `alpha`, such as l2reg.train.RunSpec) the
+    unregularized baseline: alpha at its off value, 0. The one place the rule is written."""
+    return get(cfg, "alpha") == axis("alpha").off
+
+
+def baseline_rows(table: Any) -> Any:
+    """is_baseline for report tables: a boolean mask of a DataFrame's rows (or the answer for one
+    row, a dict or a Series), from its alpha column."""
+    return table["alpha"] == axis("alpha").off
+
+
+def setting_without_coefficient(cfg: Any) -> dict:
+    """The setting axes other than alpha and its schedule, {key: value}: what selects the penalty
+    terms (l2reg.penalties.terms_for) and what a run's spec is made of."""
+    return {ax.key: get(cfg, ax.key) for ax in SETTING_AXES if ax.key not in COEFFICIENT_KEYS}
 
 
 def _display(ax: Axis, cfg: Any) -> Any:

@@ -28,13 +28,13 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 
 from l2reg import penalties, sweep
 from l2reg.config import Config
 from l2reg.data import load_mnist
-from l2reg.model import ArticleCNN
-from l2reg.train import configure_device, peak_memory_mib, reset_peak_memory, train_pack
+from l2reg.device import configure_device, peak_memory_mib, reset_peak_memory
+from l2reg.model import ArticleCNN, cross_entropy
+from l2reg.train import pack_terms, train_pack
 
 
 def _memory_start(device: torch.device) -> float:
@@ -52,14 +52,12 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _penalty_coefficients(cfg: Config, device: torch.device) -> torch.Tensor:
-    """The config's loss-term coefficients (constant alpha: the reference has no schedule)."""
+def _penalty(cfg: Config, device: torch.device) -> tuple[tuple[penalties.Term, ...], torch.Tensor]:
+    """The config's penalty terms as its run computes them and their coefficients (constant
+    alpha: the reference has no schedule; a decoupled term is the optimizer's, left out here)."""
     spec = sweep.run_spec(cfg)
-    coef = torch.zeros(len(penalties.TERMS), device=device)
-    for term in spec.terms:
-        if term.form == "loss":
-            coef[penalties.TERMS.index(term)] = spec.alpha
-    return coef
+    terms = pack_terms([spec])
+    return terms, torch.full((len(terms),), spec.alpha, device=device)
 
 
 def _plain_loader(cfg: Config, device: torch.device, train: bool):
@@ -74,9 +72,11 @@ def _plain_loader(cfg: Config, device: torch.device, train: bool):
                       num_workers=1 if cuda else 0, pin_memory=cuda)
 
 
-def _plain_step(model, optimizer, x, y, coef):
-    logits, activations = model(x, return_activations=True)
-    loss = F.cross_entropy(logits, y) + penalties.loss_penalty(dict(model.named_parameters()), activations, coef)
+def _plain_step(model, optimizer, x, y, penalty):
+    terms, coef = penalty
+    logits, taps = model(x, return_activations=True)
+    params = dict(model.named_parameters())
+    loss = cross_entropy(logits, y) + penalties.loss_penalty(terms, coef, params, taps, logits, y)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -89,7 +89,7 @@ def dataloader_reference(cfg: Config, steps: int, device: torch.device, warmup: 
     torch.manual_seed(0)
     model = ArticleCNN(dropout=cfg.train.dropout).to(device).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.train.lr, eps=cfg.train.adam_eps)
-    coef = _penalty_coefficients(cfg, device)
+    penalty = _penalty(cfg, device)
     memory = _memory_start(device)
     started = None
 
@@ -103,7 +103,7 @@ def dataloader_reference(cfg: Config, steps: int, device: torch.device, warmup: 
             started = time.perf_counter()
         if step == warmup + steps:
             break
-        _plain_step(model, optimizer, x.to(device, non_blocking=True), y.to(device, non_blocking=True), coef)
+        _plain_step(model, optimizer, x.to(device, non_blocking=True), y.to(device, non_blocking=True), penalty)
     _sync(device)
     seconds = time.perf_counter() - started
     return {"name": "plain DataLoader loop", "runs": 1, "samples_per_s": steps * cfg.train.batch_size / seconds,
@@ -124,7 +124,7 @@ def plain_whole_run(cfg: Config, device: torch.device) -> dict:
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.train.lr, eps=cfg.train.adam_eps)
     plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=cfg.train.plateau_factor,
                                                          patience=cfg.train.plateau_patience)
-    coef = _penalty_coefficients(cfg, device)
+    penalty = _penalty(cfg, device)
 
     def evaluate(loader):
         model.eval()
@@ -133,7 +133,7 @@ def plain_whole_run(cfg: Config, device: torch.device) -> dict:
             for x, y in loader:
                 x, y = x.to(device), y.to(device)
                 logits = model(x)
-                loss += F.cross_entropy(logits, y, reduction="sum").item()
+                loss += cross_entropy(logits, y, reduction="sum").item()
                 correct += (logits.argmax(1) == y).sum().item()
                 n += len(y)
         return loss / n, 100.0 * correct / n
@@ -141,7 +141,7 @@ def plain_whole_run(cfg: Config, device: torch.device) -> dict:
     for _ in range(cfg.train.epochs):
         model.train()
         for x, y in train_loader:
-            _plain_step(model, optimizer, x.to(device), y.to(device), coef)
+            _plain_step(model, optimizer, x.to(device), y.to(device), penalty)
         plateau.step(evaluate(val_loader)[0])
     _, test_acc = evaluate(test_loader)
     _sync(device)
@@ -178,6 +178,39 @@ def l2sweep_whole_run(cfg: Config, device: torch.device) -> dict:
             "seconds": seconds, "test_acc": result["metrics"]["test_acc"], "train_seconds": result["train_seconds"],
             "eval_seconds": result["eval_seconds"], "features_seconds": result["features_seconds"],
             "features_share": result["features_seconds"] / seconds, "compiled": settings.compile}
+
+
+DEFAULT_OVERRIDES = ("alpha=1e-4", "target=both")  # the setting timed unless the overrides name another
+DEFAULT_SEED = 1
+
+
+def bench_config(overrides: list[str], pack_sizes: str = "") -> tuple[Config, torch.device, list[int]]:
+    """The one config the bench times (DEFAULT_OVERRIDES where the overrides do not set those keys,
+    seed DEFAULT_SEED unless given), its device, and the pack sizes (`pack_sizes`, a comma list;
+    default 1,2 on a CPU and 1..256 on CUDA). Checks the data files are there. Raises ConfigError
+    (a sweep, a bad size, a bad key) or DataError, each with a one-line message."""
+    from l2reg.config import ConfigError, expand_and_compose, validate
+    from l2reg.data import check_files
+    from l2reg.device import resolve_device
+
+    given = {item.split("=", 1)[0].lstrip("+~") for item in overrides}
+    defaults = [item for item in DEFAULT_OVERRIDES if item.split("=")[0] not in given]
+    points = expand_and_compose(defaults + list(overrides))
+    if len(points) != 1:
+        raise ConfigError(f"bench takes plain overrides, not sweeps ({len(points)} points)")
+    cfg = points[0][1]
+    cfg = replace(cfg, seed=DEFAULT_SEED if cfg.seed is None else cfg.seed)
+    validate(cfg)
+    device = resolve_device(cfg.train.device)
+    try:
+        sizes = [int(v) for v in pack_sizes.split(",") if v.strip()]
+    except ValueError:
+        raise ConfigError(f"--pack-sizes={pack_sizes}: give comma-separated integers, e.g. 1,2") from None
+    sizes = sizes or ([1, 8, 32, 64, 128, 256] if device.type == "cuda" else [1, 2])
+    if any(size < 1 for size in sizes):
+        raise ConfigError(f"--pack-sizes={pack_sizes}: sizes must be >= 1")
+    check_files(cfg.data.root, download=False)
+    return cfg, device, sizes
 
 
 def run_bench(cfg: Config, device: torch.device, steps: int, pack_sizes: list[int], compiled: bool = True,

@@ -1,8 +1,11 @@
 """Configuration: the typed schema, Hydra composition, sweep expansion and validation.
 
 The only module that imports hydra or omegaconf. Config flows one way: CLI overrides -> Hydra
-compose (values from `conf/`, types from the dataclasses below) -> validated `RunConfig`
-dataclasses -> plain arguments for the library. Units are given next to each field.
+compose (the dataclasses below are the schema, in Hydra's structured-config style: every key, its
+type and its default are written here, once; `conf/` holds the defaults list, the config groups
+and only what differs from a default) -> validated `Config` dataclasses -> plain arguments for
+the library (l2reg.train.TrainSettings is built from TrainConfig's fields). Units are given next
+to each field.
 """
 
 from __future__ import annotations
@@ -34,14 +37,14 @@ class ScheduleConfig:
 
 @dataclass
 class DataConfig:
-    root: str = "data"  # folder holding MNIST/raw/ (torchvision layout); env L2SWEEP_DATA
-    val_fraction: float = 0.1  # the last fraction of the training set (Keras validation_split)
+    root: str = "data"  # folder holding MNIST/raw/ (torchvision layout); conf/config.yaml reads env L2SWEEP_DATA
+    val_fraction: float = 0.1  # the last fraction of the training set is validation (Keras validation_split)
     train_limit: Optional[int] = None  # use only the first N training images, 10 % of them validation (quick runs)
     # train on N images of the 54,000-image training split, drawn by the run's seed; validation
     # stays the fixed last 6,000 (small-data regimes). null = the whole split.
     train_size: Optional[int] = None
     test_limit: Optional[int] = None  # evaluate on the first N test images (quick runs)
-    download: bool = True  # let torchvision try to download missing files
+    download: bool = True  # let torchvision try to download missing files (when the network allows)
 
 
 @dataclass
@@ -50,12 +53,12 @@ class TrainConfig:
     batch_size: int = 128  # images per step
     lr: float = 1e-3  # Adam learning rate
     adam_eps: float = 1e-7  # Keras' Adam epsilon
-    plateau_factor: float = 0.1  # ReduceLROnPlateau(val_loss): lr *= factor ...
-    plateau_patience: int = 3  # ... after this many epochs without improvement
+    plateau_factor: float = 0.1  # ReduceLROnPlateau on the validation objective: lr *= factor ...
+    plateau_patience: int = 3  # ... after this many epochs without improvement (Keras min_delta 1e-4)
     device: str = "auto"  # auto | cpu | cuda (auto: cuda when available)
-    pack_size: int = 0  # runs trained at once; 0 = automatic (1 on CPU)
+    pack_size: int = 0  # runs trained at once; 0 = automatic (1 on CPU, from free memory on GPU)
     eval_batch_size: int = 250  # images per evaluation batch (CPU: 250 is ~1.5x faster than 1000)
-    deterministic: bool = False  # GPU: deterministic cuDNN/cuBLAS kernels (CPU runs always repeat)
+    deterministic: bool = False  # GPU: deterministic cuDNN/cuBLAS kernels (slower; CPU runs always repeat)
     dropout: float = 0.5  # dropout rate of the dense layer, in [0, 1); 0 turns it off
     # torch.compile the training step: null = auto (on for CPU contexts of at least
     # COMPILE_MIN_STEPS steps per run, where the compilation pays for itself; off on CUDA until
@@ -67,7 +70,8 @@ class TrainConfig:
 @dataclass
 class ReportConfig:
     min_effect_pp: float = 0.1  # smallest effect of interest, percentage points of test accuracy
-    # the feature claim's margin (probe and noisy-input accuracies, pp): they spread far more over seeds
+    # the feature claim's margin (probe and noisy-input accuracies, pp): they spread far more over
+    # seeds than test accuracy, and 10 images of a probe's accuracy is not "better features"
     min_feature_effect_pp: float = 0.5
 
 
@@ -112,19 +116,24 @@ class Config:
     """The composed configuration of one run (or, with sweeps, of each point)."""
 
     alpha: float = 0.0  # penalty coefficient, >= 0; 0 is the unregularized baseline
-    target: str = "both"  # weights | activations | both
-    norm: str = "l2"  # l2 | l1
-    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
-    form: str = "loss"  # loss (a term in the loss) | decoupled (AdamW-style decay; target=weights only)
+    # weights | activations | both, or the target of any registered penalty term
+    # (l2reg.penalties: the formulas, and which term each setting selects)
+    target: str = "both"
+    norm: str = "l2"  # l2 (sum of squares) | l1 (sum of absolute values)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)  # a config group: conf/schedule/*.yaml
+    # loss (a term in the loss) | decoupled (AdamW-style decay p -= lr*alpha*p; target=weights only)
+    form: str = "loss"
     scope: str = "conv"  # conv | dense | all: the kernels a weight term acts on (biases never)
     seed: Optional[int] = None  # one seed; when unset, seeds 0..seeds-1 are run
-    seeds: int = 3
+    seeds: int = 3  # seeds per setting
     name: Optional[str] = None  # sweep name: results/<name>/ (default: a timestamp)
     results_dir: str = "results"
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
-    launcher: LauncherConfig = field(default_factory=LauncherConfig)  # who trains (never a run's identity)
+    # who trains (never a run's identity), a config group: inprocess | local (worker processes) |
+    # slurm (job arrays), conf/launcher/*.yaml
+    launcher: LauncherConfig = field(default_factory=LauncherConfig)
     # Sweep axes an experiment file asks for, in Hydra's override grammar (key -> "a,b,c"), as
     # Hydra's own `hydra.sweeper.params`: command-line overrides of the same key win.
     sweep: Dict[str, str] = field(default_factory=dict)
@@ -253,8 +262,7 @@ def validate(cfg: Config) -> None:
     unknown = axes.check_values(cfg)
     need(unknown is None, unknown or "")
     try:  # a value declared in l2reg.axes but not wired into the penalties is refused here
-        penalties.terms_for({ax.key: axes.get(cfg, ax.key) for ax in axes.SETTING_AXES
-                             if ax.key not in ("alpha", "schedule")})
+        penalties.terms_for(axes.setting_without_coefficient(cfg))
     except penalties.NotWired as error:
         raise ConfigError(str(error)) from None
     sched = cfg.schedule

@@ -16,26 +16,29 @@
   that sd (inputs in [0, 1]) added and clipped to [0, 1]. The noise is one fixed draw (seed
   NOISE_SEED, CPU generator) scaled by each sd, so every run sees the very same noisy images.
 Their cost is measured by `l2sweep bench` (a whole-run row); the forward passes they need run
-in the same evaluation code as the test set.
+in the same evaluation code as the test set, where each is one declared metric (l2reg.evaluate).
+The constants import without torch (l2reg.evaluate names its metrics from them); the functions
+import it.
 """
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
+from typing import TYPE_CHECKING
 
-from l2reg import rng
+if TYPE_CHECKING:
+    import torch
 
 PROBE_SIZES = (100, 1000)
 PROBE_C = 1.0  # sklearn's inverse regularisation strength
 PROBE_STREAM_SEED = 20_261_126  # fixed: the probe's images never depend on a run's seed
 NOISE_SDS = (0.1, 0.2, 0.3)
 NOISE_SEED = 1_000_003
-METRICS = ("probe_acc_100", "probe_acc_1000", "zero_fraction", "noise_acc_0.1", "noise_acc_0.2", "noise_acc_0.3")
 
 
 def probe_indices(n_train: int, size: int = max(PROBE_SIZES)) -> torch.Tensor:
     """(min(size, n_train),) fixed indices into the training split (CPU, int64)."""
+    from l2reg import rng
+
     keys = rng.keys_tensor([PROBE_STREAM_SEED], 0, "cpu")
     return rng.permutations(keys, 0, n_train)[0, :min(size, n_train)]
 
@@ -43,6 +46,8 @@ def probe_indices(n_train: int, size: int = max(PROBE_SIZES)) -> torch.Tensor:
 def standard_noise(x: torch.Tensor) -> torch.Tensor:
     """z: one fixed standard-normal draw of x's shape (CPU generator, so CPU and GPU runs see the
     same images), on x's device."""
+    import torch
+
     noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(NOISE_SEED), dtype=torch.float32)
     return noise.to(x.device, x.dtype)
 
@@ -53,12 +58,14 @@ def noisy_inputs(x: torch.Tensor, sd: float, noise: torch.Tensor | None = None) 
     return (x + sd * noise).clamp_(0.0, 1.0)
 
 
-@torch.no_grad()
 def standardise(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(mean, sd) over dim 0; an sd of 0 (a dead unit) becomes 1, so the feature stays 0."""
-    mean = features.mean(dim=0)
-    sd = features.std(dim=0, unbiased=False)
-    return mean, torch.where(sd > 0, sd, torch.ones_like(sd))
+    import torch
+
+    with torch.no_grad():
+        mean = features.mean(dim=0)
+        sd = features.std(dim=0, unbiased=False)
+        return mean, torch.where(sd > 0, sd, torch.ones_like(sd))
 
 
 def fit_probe(features: torch.Tensor, labels: torch.Tensor, c: float = PROBE_C, classes: int = 10,
@@ -67,6 +74,9 @@ def fit_probe(features: torch.Tensor, labels: torch.Tensor, c: float = PROBE_C, 
     minimise sum_i CE(W f_i + b, y_i) + ||W||^2 / (2c), here divided by n (same minimiser, a
     gradient scale on which one tolerance fits every n). Returns CPU float64 tensors
     {weight (d, classes), bias (classes,), mean (d,), sd (d,)}."""
+    import torch
+    import torch.nn.functional as F
+
     x = features.detach().to("cpu", torch.float64)
     y = labels.detach().to("cpu")
     mean, sd = standardise(x)
@@ -88,9 +98,16 @@ def fit_probe(features: torch.Tensor, labels: torch.Tensor, c: float = PROBE_C, 
 
 def stack_probes(probes: list[dict], device: torch.device, dtype: torch.dtype) -> dict:
     """Per-run probes -> one dict of (runs, ...) tensors on the device (vmap's batched inputs)."""
+    import torch
+
     return {key: torch.stack([p[key] for p in probes]).to(device, dtype) for key in probes[0]}
 
 
-def probe_logits(features: torch.Tensor, probe: dict) -> torch.Tensor:
-    """Logits of a fitted probe for features (n, d) of one run."""
-    return ((features - probe["mean"]) / probe["sd"]) @ probe["weight"] + probe["bias"]
+def probe_correct(features: torch.Tensor, labels: torch.Tensor, probes: dict) -> torch.Tensor:
+    """(probes,) correct predictions of one run's fitted probes, stacked on a leading probe dim
+    (one per size of PROBE_SIZES), on a batch of its features (n, d) with labels (n,)."""
+    import torch
+
+    standard = (features.unsqueeze(0) - probes["mean"].unsqueeze(1)) / probes["sd"].unsqueeze(1)
+    logits = torch.bmm(standard, probes["weight"]) + probes["bias"].unsqueeze(1)
+    return (logits.argmax(dim=2) == labels.unsqueeze(0)).sum(dim=1)

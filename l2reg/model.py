@@ -9,7 +9,8 @@ The model owns every name the training loop and the penalties need, so neither h
 names or layer widths written into it: `WEIGHT_GROUPS` (the kernels a weight term can act on,
 by scope name; biases never), `ACTIVATION_TAPS` (the post-ReLU outputs an activity term acts
 on), `DROPOUT_SHAPE` (one sample's dropout mask) and `FEATURE_DIM` (the frozen features the
-linear probe reads: the flattened pool2 output).
+linear probe reads: the flattened pool2 output). `cross_entropy` is the data term of the training
+objective and of every reported loss (l2reg.train, l2reg.evaluate, l2reg.bench).
 """
 
 from __future__ import annotations
@@ -31,6 +32,20 @@ WEIGHT_GROUPS: dict[str, tuple[str, ...]] = {
 ACTIVATION_TAPS = ("conv1", "conv2")  # post-ReLU conv outputs A1 (N,32,26,26), A2 (N,64,11,11)
 DROPOUT_SHAPE = (64,)  # the dense hidden layer the mask multiplies
 FEATURE_DIM = 64 * 5 * 5  # pool2, flattened: the probe's input
+
+
+def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """Cross-entropy of the logits (N, 10) against labels (N,): Keras'
+    SparseCategoricalCrossentropy(from_logits=True). reduction "mean" (the training loss) or "sum"
+    (summed over batches, then divided by the images: the reported losses)."""
+    return F.cross_entropy(logits, labels, reduction=reduction)
+
+
+def activation_units(image_shape: tuple[int, ...] = (1, 28, 28)) -> int:
+    """Values of the activation taps (A1 and A2 together) per image: 21,632 + 7,744 for MNIST."""
+    with torch.device("meta"):  # shapes only: no memory, no draws from the global generator
+        _, taps = ArticleCNN()(torch.zeros(1, *image_shape), return_activations=True)
+    return sum(tap.numel() for tap in taps)
 
 
 def glorot_uniform_(weight: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

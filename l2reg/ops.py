@@ -1,6 +1,6 @@
 """The model's 2x2 max-pool as one opaque operator, so that torch.compile keeps the kernels chosen here.
 
-Why (docs/performance.md, "CPU speed", seventh and ninth sessions): torch 2.14's inductor
+Why (docs/performance.md "The max-pool as one operator" and "The max-pool's C kernels"): torch 2.14's inductor
 decomposes `max_pool2d_with_indices_backward` into a scatter-add; on CPU, per training step of the
 article's model, that rebuilds int64 indices from the pooling offsets, transposes channels_last to
 NCHW rows for the scatter and runs an unfused `scatter_reduce_`, on top of the zero-fill of A1's
@@ -11,8 +11,8 @@ built once per machine with the C compiler that torch.compile needs anyway, and 
 ctypes): one pass per direction, the backward writing each input's gradient once (no zero-fill,
 no layout copies) and the window positions kept in one byte instead of aten's 8-byte indices
 (6-12 % faster steps than PyTorch's kernels, measured in one process). Any other tensor (NCHW,
-other dtypes, CUDA, a pack's vmapped runs folded NCHW) runs PyTorch's own max-pool kernels, as
-before the C kernels. On a machine where they cannot be built (no C compiler: a line on stderr
+other dtypes, CUDA, a pack's vmapped runs folded NCHW) runs PyTorch's own max-pool kernels. On a
+machine where the C kernels cannot be built (no C compiler: a line on stderr
 says so), a CPU run's activations run PyTorch's kernels too, their indices turned into the same
 window positions: which output the operator has depends on the tensor only, never on the machine,
 so that a compiled graph (and inductor's on-disk cache of it) fits every machine.

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from l2reg import executors, files, report, stats
+from l2reg import axes, claims, files, report, text
+from l2reg.executors.status import known_runs
 
 
 class OverviewError(RuntimeError):
@@ -37,20 +38,20 @@ class FolderRow:
     def without_report(cls, folder: str, runs: str, note: str) -> FolderRow:
         """The one row of a folder with nothing to summarise yet (no folder, no run, no report)."""
         return cls(folder=folder, context="-", regime="-", runs=runs, compute="-",
-                   verdicts={claim: "-" for claim in stats.CLAIMS}, best_gain="-", note=note)
+                   verdicts={claim: "-" for claim in claims.names()}, best_gain="-", note=note)
 
 
 def _best_gain(rows: pd.DataFrame) -> str:
     """The tested setting (paired over 2 or more seeds) with the highest paired gain: its delta,
     its own 95 % paired CI (not adjusted for being the largest of several), n and call."""
-    tested = rows[(rows["alpha"] != 0) & rows["delta_pp"].notna() & (rows["paired_n"] >= 2)]
+    tested = rows[(~axes.baseline_rows(rows)) & rows["delta_pp"].notna() & (rows["paired_n"] >= 2)]
     if not len(tested):
         return "-"
     best = tested.loc[tested["delta_pp"].idxmax()]
-    varying = report._varying(rows)
-    name = report._setting_name(best, varying if "alpha" in varying else ["alpha", *varying])
-    return (f"{name}: {report._fmt(best['delta_pp'], 3, True)} pp "
-            f"{report._ci(best['paired_ci_low_pp'], best['paired_ci_high_pp'])}, n = {int(best['paired_n'])}, "
+    varying = axes.varying(rows[~axes.baseline_rows(rows)], fallback=["alpha", "target"])
+    name = text.setting_name(best, varying if "alpha" in varying else ["alpha", *varying])
+    return (f"{name}: {text.cell(best['delta_pp'], 3, True)} pp "
+            f"{text.interval(best['paired_ci_low_pp'], best['paired_ci_high_pp'])}, n = {int(best['paired_n'])}, "
             f"{best['call']}")
 
 
@@ -79,8 +80,8 @@ def _read_report(folder: Path) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
         summary = pd.read_csv(folder / "summary.csv")
         runs = pd.read_csv(folder / "runs.csv")
         contexts = verdict["contexts"]
-        claims = {context: {claim: contexts[context]["claims"][claim]["verdict"] for claim in stats.CLAIMS}
-                  for context in contexts}
+        by_context = {context: {name: contexts[context]["claims"].get(name, {}).get("verdict", "-")
+                                for name in claims.names()} for context in contexts}
         counted = int(verdict["runs"]), len(verdict.get("skipped_files") or [])
         interim = bool(verdict.get("interim"))
     except (OSError, ValueError, KeyError, TypeError) as error:
@@ -90,7 +91,7 @@ def _read_report(folder: Path) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
             or set(map(str, contexts)) != set(map(str, summary["context"])):
         raise OverviewError(f"{folder}: its verdict.json, runs.csv and summary.csv describe different runs or "
                             f"contexts (a report interrupted while writing?): {rebuild}")
-    return {"claims": claims, "runs": counted[0], "skipped": counted[1], "interim": interim}, summary, runs
+    return {"claims": by_context, "runs": counted[0], "skipped": counted[1], "interim": interim}, summary, runs
 
 
 def _changed_since_report(folder: Path, runs: pd.DataFrame) -> int:
@@ -124,7 +125,7 @@ def folder_rows(folder: Path) -> list[FolderRow]:
     name = str(folder)
     if not folder.is_dir():
         return [FolderRow.without_report(name, runs="0", note="not started")]
-    planned = len(executors.known_runs(folder))
+    planned = len(known_runs(folder))
     run_files = files.run_files(folder / "runs")
     verdict_path = folder / "verdict.json"
     if not run_files:
@@ -179,7 +180,7 @@ def overview_markdown(folders: list[Path], link_from: Path = Path(".")) -> str:
         "runs": [r.runs for r in rows],
         "compute: sum of run wall times (median run)": [r.compute for r in rows],
         **{claim: [f"**{r.verdicts[claim]}**" if r.verdicts[claim] != "-" else "-" for r in rows]
-           for claim in stats.CLAIMS},
+           for claim in claims.names()},
         "highest paired gain in test accuracy (its 95 % CI, n seeds, call)": [r.best_gain for r in rows],
         "note": [r.note or "" for r in rows],
     }).map(lambda cell: cell.replace("|", "\\|"))  # a "|" in a folder name or a context must not split a cell

@@ -27,12 +27,13 @@ import pandas as pd
 from scipy import stats as sps
 
 from l2reg import axes
+from l2reg.claims import features as features_claim
 from l2reg.files import write_bytes_atomic
 
 PAIRED_PLOT = "paired_gain_vs_alpha.png"
 PLOTS = ("test_acc_vs_alpha.png", "gap_vs_alpha.png", "spread_vs_alpha.png", "features_vs_alpha.png",
          "val_acc_per_epoch.png")
-FEATURE_PANELS = ("probe_acc_100", "probe_acc_1000", "noise_acc_0.1", "noise_acc_0.2", "noise_acc_0.3")
+FEATURE_PANELS = features_claim.METRICS
 LINE_AXES = [c for c in axes.SETTING_COLUMNS if c != "alpha"]
 
 
@@ -47,7 +48,7 @@ def _mean_ci(values: pd.Series) -> tuple[float, float]:
 
 def _line_axes(regularized: pd.DataFrame) -> list[str]:
     """The non-alpha setting axes that vary (one line per combination of them)."""
-    return [c for c in LINE_AXES if regularized[c].nunique(dropna=False) > 1] or ["target"]
+    return axes.varying(regularized, LINE_AXES, fallback=["target"])
 
 
 def _label(key: tuple) -> str:
@@ -64,7 +65,7 @@ DODGE_DECADES = 0.025  # horizontal offset between the lines of one alpha, in de
 def palette(frame: pd.DataFrame) -> dict[str, list[str]]:
     """Every value of each line axis among a frame's regularized rows (runs or summary), sorted:
     a value's rank picks its style, so one value keeps its style in every plot drawn with it."""
-    regularized = frame[frame["alpha"] != 0]
+    regularized = frame[~axes.baseline_rows(frame)]
     return {c: sorted({str(v) for v in regularized[c]}) for c in LINE_AXES if c in regularized}
 
 
@@ -86,7 +87,7 @@ def _styles(keys: list[tuple], columns: list[str], values: dict[str, list[str]])
 
 def _keys(frame: pd.DataFrame, columns: list[str]) -> list[tuple]:
     """The line keys (tuples of the `columns` values) of a frame's regularized rows, sorted."""
-    regularized = frame[frame["alpha"] != 0]
+    regularized = frame[~axes.baseline_rows(frame)]
     return sorted({tuple(row) for row in regularized[columns].itertuples(index=False)}, key=str)
 
 
@@ -116,7 +117,7 @@ def _versus_alpha(ax, ok: pd.DataFrame, column: str, ylabel: str, values: dict[s
                   statistic: str = "mean", legend: bool = True) -> None:
     """Lines against alpha for one context's ok runs: mean with 95 % CI bars (statistic="mean"),
     or the seed-to-seed sd (statistic="sd"); the baseline as a band or a line."""
-    base = ok[ok["alpha"] == 0][column].dropna().astype(float)
+    base = ok[axes.baseline_rows(ok)][column].dropna().astype(float)
     if len(base):
         if statistic == "mean":
             mean, half = _mean_ci(base)
@@ -124,7 +125,7 @@ def _versus_alpha(ax, ok: pd.DataFrame, column: str, ylabel: str, values: dict[s
             ax.axhline(mean, color="grey", linewidth=1)
         elif len(base) > 1:
             ax.axhline(base.std(ddof=1), color="grey", linewidth=2, label="baseline (alpha=0)")
-    regularized = ok[ok["alpha"] != 0]
+    regularized = ok[~axes.baseline_rows(ok)]
     columns = _line_axes(regularized)
     lines = [(key if isinstance(key, tuple) else (key,), group)
              for key, group in regularized.groupby(columns, sort=True, dropna=False)]
@@ -196,7 +197,7 @@ def figures(runs: pd.DataFrame, histories: pd.DataFrame, values: dict[str, list[
             ax.set_title(metric + (f" [{context}]" if len(contexts) > 1 else ""), fontsize=8)
         if part[list(FEATURE_PANELS)].notna().any().any():
             # one legend per context row, beside its last panel, naming every line of the row
-            columns = _line_axes(part[part["alpha"] != 0])
+            columns = _line_axes(part[~axes.baseline_rows(part)])
             keys = _keys(part, columns)
             band = Patch(color="grey", alpha=0.25, label="baseline (alpha=0), 95 % CI")
             _legend(panels[row, -1], ", ".join(columns), _proxies(keys, _styles(keys, columns, values), band))
@@ -214,13 +215,13 @@ def _validation_figure(ok: pd.DataFrame, histories: pd.DataFrame, contexts: list
 
     hist = histories[histories["run_id"].isin(set(ok["run_id"]))]  # with the setting columns
     alphas = sorted(a for a in ok["alpha"].unique() if a != 0) or [0.0]
-    named = _line_axes(ok[ok["alpha"] != 0])
+    named = _line_axes(ok[~axes.baseline_rows(ok)])
     fig = Figure(figsize=(3.6 * len(alphas) + 2.5, 3.6 * len(contexts)))
     panels = fig.subplots(len(contexts), len(alphas), squeeze=False, sharey="row")
     for row, context in enumerate(contexts):
         part = hist[hist["context"] == context]
-        base = part[part["alpha"] == 0].groupby("epoch")["val_acc"].mean()
-        regularized = part[part["alpha"] != 0]
+        base = part[axes.baseline_rows(part)].groupby("epoch")["val_acc"].mean()
+        regularized = part[~axes.baseline_rows(part)]
         keys = _keys(part, named)
         styles = _styles(keys, named, values)
         for col, alpha in enumerate(alphas):
@@ -252,7 +253,7 @@ def paired_figure(summary: pd.DataFrame, min_effect_pp: float, values: dict[str,
     from matplotlib.figure import Figure
 
     values = palette(summary) if values is None else values
-    tested = summary[(summary["alpha"] != 0) & summary["delta_pp"].notna()]
+    tested = summary[(~axes.baseline_rows(summary)) & summary["delta_pp"].notna()]
     contexts = sorted(summary["context"].unique(), key=str) or [""]
     fig = Figure(figsize=(10, 4.5 * len(contexts)))
     panels = fig.subplots(len(contexts), 1, squeeze=False)[:, 0]
@@ -263,7 +264,7 @@ def paired_figure(summary: pd.DataFrame, min_effect_pp: float, values: dict[str,
         if len(part):
             # the lines are named by the axes that vary among all the context's settings (as in the
             # other plots), tested or not
-            context_rows = summary[(summary["context"] == context) & (summary["alpha"] != 0)]
+            context_rows = summary[(summary["context"] == context) & (~axes.baseline_rows(summary))]
             columns = _line_axes(context_rows)
             lines = [(key if isinstance(key, tuple) else (key,), group)
                      for key, group in part.groupby(columns, sort=True, dropna=False)]

@@ -15,14 +15,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from l2reg import axes, files, stats
+from l2reg import axes, axis_reading, claims, evaluate, files
+from l2reg.analysis import Analysis, analyse
 
-METRIC_COLUMNS = ["test_acc", "test_loss", "val_acc", "val_loss", "train_acc", "train_loss", "penalty",
-                  "weight_sq_norm", "dense_weight_sq_norm", "activation_sq_norm", "probe_acc_100", "probe_acc_1000",
-                  "zero_fraction", "noise_acc_0.1", "noise_acc_0.2", "noise_acc_0.3", "n_test", "n_train"]
-RUN_COLUMNS = ["run_id", "context", *axes.SETTING_COLUMNS, *axes.CONTEXT_COLUMNS, "seed", "status", *METRIC_COLUMNS,
-               "epochs", "seconds", "train_seconds", "eval_seconds", "pack_size", "peak_memory_mib", "device",
-               "compiled", "git_commit", "error"]
+RUN_INFO_COLUMNS = ["epochs", "seconds", "train_seconds", "eval_seconds", "pack_size", "peak_memory_mib", "device",
+                    "compiled", "git_commit", "error"]
+
+
+def run_columns() -> list[str]:
+    """runs.csv's columns: identity, setting and context axes, then every registered metric
+    (l2reg.evaluate, in registration order), then how the run was produced."""
+    return ["run_id", "context", *axes.SETTING_COLUMNS, *axes.CONTEXT_COLUMNS, "seed", "status",
+            *evaluate.metric_columns(), *RUN_INFO_COLUMNS]
+
+
 REQUIRED_KEYS = ("run_id", "status", "setting", "seed", "context", "config")
 
 
@@ -96,7 +102,7 @@ def _setting(record: dict) -> dict:
     """The record's setting columns; records written before an axis existed get its off value
     (a baseline: 'none')."""
     setting = dict(record["setting"])
-    baseline = setting.get("alpha") == 0
+    baseline = axes.baseline_rows(setting)
     for ax in axes.SETTING_AXES:
         if ax.column not in setting:
             setting[ax.column] = axes.BASELINE_LABEL if baseline else ax.off
@@ -114,12 +120,13 @@ def runs_frame(records: list[dict]) -> pd.DataFrame:
         metrics = record.get("metrics") or {}
         rows.append({
             "run_id": record["run_id"], "context": record["context"], **_setting(record), **_context_axes(record),
-            "seed": record["seed"], "status": record["status"], **{k: metrics.get(k) for k in METRIC_COLUMNS},
+            "seed": record["seed"], "status": record["status"],
+            **{k: metrics.get(k) for k in evaluate.metric_columns()},
             "epochs": (record.get("config") or {}).get("train", {}).get("epochs"),
             **{k: record.get(k) for k in ("seconds", "train_seconds", "eval_seconds", "pack_size", "peak_memory_mib",
                                           "device", "compiled", "git_commit", "error")},
         })
-    frame = pd.DataFrame(rows, columns=RUN_COLUMNS)
+    frame = pd.DataFrame(rows, columns=run_columns())
     return frame.sort_values(["context", *axes.SETTING_COLUMNS, "seed"], kind="stable", ignore_index=True,
                              key=lambda col: col.map(str) if col.name != "alpha" and col.name != "seed" else col)
 
@@ -179,7 +186,7 @@ def code_paths(runs: pd.DataFrame) -> dict:
 @dataclass
 class Report:
     runs: pd.DataFrame
-    analysis: stats.Analysis
+    analysis: Analysis
     skipped: list[tuple[str, str]]
     paths: dict
 
@@ -201,7 +208,7 @@ def write_reports(results_dir: Path, min_effect_pp: float | None = None) -> Repo
     min_effect = min_effect_pp if min_effect_pp is not None else min_effect_of(records)
     runs = runs_frame(records)
     predictions, labels = predictions_of(records)
-    analysis = stats.analyse(runs, axes.SETTING_COLUMNS, min_effect, predictions, labels,
+    analysis = analyse(runs, axes.SETTING_COLUMNS, min_effect, predictions, labels,
                              min_feature_effect_pp=min_effect_of(records, "min_feature_effect_pp"))
     paths = code_paths(runs)
     plots = write_plots(runs, histories_frame(records), results_dir / "plots", analysis.summary,
@@ -224,27 +231,6 @@ def write_reports(results_dir: Path, min_effect_pp: float | None = None) -> Repo
 # ------------------------------------------------------------------------------------------------
 # report.md
 
-CLAIM_TEXT = {
-    "accuracy": "clearly raises test accuracy (明显提高测试准确率)",
-    "overfitting": "reduces overfitting (有效地减少过拟合现象)",
-    "stability": "makes the model more stable (使得模型更加稳定)",
-    "features": "extracts better features (提取更好的特征)",
-}
-
-
-def _fmt(value, digits: int = 3, signed: bool = False) -> str:
-    if value is None or (isinstance(value, float) and value != value):
-        return "-"
-    if isinstance(value, (float, np.floating)):
-        return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
-    return str(value)
-
-
-def _p(value) -> str:
-    if value is None or value != value:
-        return "-"
-    return f"{value:.2g}" if value >= 1e-4 else f"{value:.1e}"
-
 
 def _value(value, spec: str = "") -> str:
     """A config value formatted with `spec`, or "?" when the record lacks it (None or NaN)."""
@@ -256,203 +242,6 @@ def _value(value, spec: str = "") -> str:
         return str(value)
 
 
-def _ci(low, high, digits: int = 3) -> str:
-    return "-" if low is None or low != low else f"[{_fmt(low, digits, True)}, {_fmt(high, digits, True)}]"
-
-
-def _table(frame: pd.DataFrame) -> str:
-    return frame.to_markdown(index=False, disable_numparse=True)  # keep "+0.200" as written
-
-
-def _setting_name(row, varying: list[str]) -> str:
-    if row["alpha"] == 0:
-        return "baseline"
-    return " ".join(f"{col}={row[col]:g}" if col == "alpha" else f"{col}={row[col]}" for col in varying)
-
-
-def _varying(rows: pd.DataFrame) -> list[str]:
-    tested = rows[rows["alpha"] != 0]
-    return [c for c in axes.SETTING_COLUMNS if tested[c].nunique(dropna=False) > 1] or ["alpha", "target"]
-
-
-def _accuracy_table(rows: pd.DataFrame, varying: list[str]) -> str:
-    return _table(pd.DataFrame({
-        "setting": [_setting_name(r, varying) for _, r in rows.iterrows()],
-        "n": rows["n"].map(lambda v: _fmt(int(v)) if v == v else "-"),
-        "failed": rows["n_not_ok"].map(lambda v: _fmt(int(v)) if v == v else "-"),
-        "mean acc %": rows["mean_acc"].map(_fmt), "sd": rows["std_acc"].map(_fmt),
-        "delta pp (paired)": rows["delta_pp"].map(lambda v: _fmt(v, signed=True)),
-        "95 % CI (paired t)": [_ci(lo, hi) for lo, hi in zip(rows["paired_ci_low_pp"], rows["paired_ci_high_pp"])],
-        "95 % CI (bootstrap)": [_ci(lo, hi) for lo, hi in zip(rows["boot_ci_low_pp"], rows["boot_ci_high_pp"])],
-        "images differing": rows["disagreements"].map(lambda v: _fmt(v, 0)),
-        "p > m (Holm)": rows["p_superior_holm"].map(_p), "p within +-m (Holm)": rows["p_equivalent_holm"].map(_p),
-        "p < m": rows["p_inferior"].map(_p), "call": rows["call"],
-    }))
-
-
-def _overfitting_table(rows: pd.DataFrame, varying: list[str]) -> str:
-    return _table(pd.DataFrame({
-        "setting": [_setting_name(r, varying) for _, r in rows.iterrows()],
-        "gap change pp": rows["gap_delta_pp"].map(lambda v: _fmt(v, signed=True)),
-        "95 % CI": [_ci(lo, hi) for lo, hi in zip(rows["gap_ci_low_pp"], rows["gap_ci_high_pp"])],
-        "p gap < -m (Holm)": rows["gap_p_holm"].map(_p),
-        "train acc change pp": rows["train_acc_delta_pp"].map(lambda v: _fmt(v, signed=True)),
-        "test acc change pp": rows["delta_pp"].map(lambda v: _fmt(v, signed=True)),
-        "p test acc held > -m": rows["acc_held_p"].map(_p),
-        "p gap shrinks and acc held (Holm)": rows["support_p_holm"].map(_p),
-        "test loss change": rows["test_loss_delta"].map(lambda v: _fmt(v, 4, signed=True)),
-        "p lower loss (Holm)": rows["test_loss_p_holm"].map(_p),
-    }))
-
-
-def _stability_table(rows: pd.DataFrame, varying: list[str], base_sd: float) -> str:
-    return _table(pd.DataFrame({
-        "setting": [_setting_name(r, varying) for _, r in rows.iterrows()],
-        "n": rows["n"].map(lambda v: _fmt(int(v)) if v == v else "-"),
-        "sd of test acc pp": rows["std_acc"].map(_fmt), "baseline sd": _fmt(base_sd),
-        "sd ratio": rows["spread_ratio"].map(lambda v: _fmt(v, 2)),
-        "Brown-Forsythe p (Holm)": rows["spread_p_holm"].map(_p),
-        "power for a 1.5x smaller sd": rows["spread_power_1_5x"].map(lambda v: _fmt(v, 2)),
-    }))
-
-
-def _features_table(rows: pd.DataFrame, varying: list[str]) -> str:
-    columns = {"setting": [_setting_name(r, varying) for _, r in rows.iterrows()]}
-    for metric in stats.FEATURE_METRICS:
-        columns[f"{metric} pp"] = [f"{_fmt(d, 2, True)} ({_p(p)}; {_p(w)})" if d == d else "-"
-                                   for d, p, w in zip(rows[f"{metric}_delta_pp"], rows[f"{metric}_p_superior_holm"],
-                                                      rows[f"{metric}_p_worse_holm"])]
-    columns["zero_fraction"] = [f"{_fmt(d, 4, True)} ({_p(p)})" if d == d else "-"
-                                for d, p in zip(rows["zero_fraction_delta"], rows["zero_fraction_p"])]
-    return _table(pd.DataFrame(columns))
-
-
-def by_axis(rows: pd.DataFrame, varying: list[str]) -> str:
-    """A row per value of each setting axis that varies, over the settings with that value: the
-    mean and best paired accuracy gain and the calls (accuracy), the mean change of the train-test
-    gap (overfitting), the median sd ratio (stability) and the mean paired gain of each feature
-    metric (features), settings that diverged in some seed left out of the means and the best (their
-    calls still counted). A reading aid on what each part of the penalty does: the tests are the
-    per-setting rows of each claim's table."""
-    table = []
-    for col in varying:
-        others = [c for c in varying if c != col]
-        for value, everything in rows.groupby(col, sort=True):
-            group = _without_diverged(everything)  # the calls below still count the diverged ones
-            best = group.loc[group["delta_pp"].idxmax()] if group["delta_pp"].notna().any() else None
-            calls = ", ".join(f"{count} {call}" for call, count in everything["call"].value_counts().items())
-            table.append({
-                "axis": col,
-                "value": f"{value:g}" if col == "alpha" else str(value),
-                "settings": str(len(everything)),
-                "accuracy gain pp, mean": _fmt(group["delta_pp"].mean(), 3, True),
-                "best (setting)": "-" if best is None else _fmt(best["delta_pp"], 3, True)
-                + (f" ({_setting_name(best, others)})" if others else ""),
-                "accuracy calls": calls,
-                "gap change pp, mean": _fmt(group["gap_delta_pp"].mean(), 3, True),
-                "sd ratio, median": _fmt(group["spread_ratio"].median(), 2),
-                **{f"{metric} gain pp, mean": _fmt(group[f"{metric}_delta_pp"].mean(), 2, True)
-                   if f"{metric}_delta_pp" in group else "-" for metric in stats.FEATURE_METRICS},
-            })
-    return _table(pd.DataFrame(table))
-
-
-def _count(mask) -> int:
-    return int(np.asarray(mask, dtype=bool).sum())
-
-
-def _without_diverged(group: pd.DataFrame) -> pd.DataFrame:
-    """The settings none of whose runs diverged: a setting that diverged in some seed counts against
-    every claim (stats.diverged_mask, as the verdicts), and its surviving runs' numbers would flatter it."""
-    return group[~stats.diverged_mask(group)]
-
-
-def axis_findings(group: pd.DataFrame) -> dict:
-    """What the declared per-setting tests decided in a group of settings (one axis value): counts of
-    settings, never a new test. Settings that diverged in some seed are counted apart (against every
-    claim) and left out of everything else, as the verdicts do. accuracy: the calls; overfitting: gap
-    shrunk by more than m with test accuracy held (support_p_holm < 0.05: counts for the claim) or
-    shrunk without the accuracy shown held (gap_p_holm < 0.05 only: does not count); stability: sd
-    significantly smaller or larger (spread_p_holm < 0.05); features: better on some metric
-    (p_superior_holm < 0.05) and not shown worse on any (counts for the claim), and shown worse on
-    some metric (p_worse_holm < 0.05)."""
-    level = stats.SIGNIFICANCE
-    live = _without_diverged(group)
-    measured = [m for m in stats.FEATURE_METRICS  # metrics some setting of the group has paired seeds of
-                if f"{m}_n" in live and (live[f"{m}_n"] >= 2).any()]
-    better_on_one = np.zeros(len(live), dtype=bool)
-    worse_on_one = np.zeros(len(live), dtype=bool)
-    for metric in measured:  # NaN p (untested) compares False: neither better nor worse
-        better_on_one |= (live[f"{metric}_p_superior_holm"] < level).to_numpy()
-        worse_on_one |= (live[f"{metric}_p_worse_holm"] < level).to_numpy()
-    support = (live["support_p_holm"] < level).to_numpy()
-    shrunk = (live["gap_p_holm"] < level).to_numpy()
-    return {
-        "settings": len(group),
-        "diverged": len(group) - len(live),
-        "calls": live["call"].value_counts().to_dict(),
-        "mean_gain_pp": float(live["delta_pp"].mean()),
-        "gap_support": _count(support),
-        "gap_shrunk_not_held": _count(shrunk & ~support),
-        "sd_smaller": _count((live["spread_ratio"] < 1) & (live["spread_p_holm"] < level)),
-        "sd_larger": _count((live["spread_ratio"] > 1) & (live["spread_p_holm"] < level)),
-        "features_count": _count(better_on_one & ~worse_on_one) if measured else None,
-        "features_worse": _count(worse_on_one) if measured else None,
-    }
-
-
-def _value_name(col: str, value) -> str:  # alpha=0.0001 -> alpha=1e-04 would mislead: :g
-    return f"{col}={value:g}" if col == "alpha" else f"{col}={value}"
-
-
-def _decided(f: dict) -> str:
-    """A group's findings (axis_findings) in words: a clause per claim where a test decided something
-    (accuracy always, every call the table shows: "0 better" is a finding), counts of settings."""
-    calls = f["calls"]
-    clauses = [f"{f['diverged']} diverged in some seed (against every claim)"] if f["diverged"] else []
-    accuracy = [f"{calls.get(stats.BETTER, 0)} better"] + [
-        f"{calls[c]} {c}" for c in (stats.ABOVE_ZERO_ONLY, stats.EQUIVALENT, stats.WORSE, stats.UNDECIDED,
-                                    stats.NOT_TESTED) if calls.get(c)]
-    clauses.append(f"accuracy {', '.join(accuracy)}")
-    gap = ([f"{f['gap_support']} shrunk with test accuracy held"] if f["gap_support"] else []) + (
-        [f"{f['gap_shrunk_not_held']} shrunk without test accuracy shown held (does not count)"]
-        if f["gap_shrunk_not_held"] else [])
-    if gap:
-        clauses.append("gap " + ", ".join(gap))
-    spread = [f"{f[k]} {w}" for k, w in (("sd_smaller", "smaller"), ("sd_larger", "larger")) if f[k]]
-    if spread:
-        clauses.append("sd " + ", ".join(spread))
-    features = [f"{f[k]} {w}" for k, w in (("features_count", "better (not shown worse on any metric)"),
-                                           ("features_worse", "shown worse on some metric")) if f[k]]
-    if features:
-        clauses.append("features " + ", ".join(features))
-    return "; ".join(clauses)
-
-
-def axis_words(rows: pd.DataFrame, varying: list[str]) -> list[str]:
-    """The by-axis reading in words, a bullet per axis (which value gains most and least test accuracy
-    on average) with a sub-bullet per value: what the declared per-setting tests decided, as counts
-    of settings (axis_findings). Descriptive: it restates the per-setting decisions, it decides nothing."""
-    lines = []
-    for col in varying:
-        groups = list(rows.groupby(col, sort=True))
-        if len(groups) < 2:
-            continue
-        found = {value: axis_findings(group) for value, group in groups}
-        ranked = sorted((item for item in found.items() if np.isfinite(item[1]["mean_gain_pp"])),
-                        key=lambda item: -item[1]["mean_gain_pp"])
-        lead = f"- **{col}**"
-        if len(ranked) >= 2:
-            (top, top_f), (low, low_f) = ranked[0], ranked[-1]
-            lead += (f": mean accuracy change highest at {_value_name(col, top)} "
-                     f"({_fmt(top_f['mean_gain_pp'], 3, True)} pp), lowest at {_value_name(col, low)} "
-                     f"({_fmt(low_f['mean_gain_pp'], 3, True)} pp; means over settings, no test compares values)")
-        lines.append(lead + "; settings by what the declared tests decided:")
-        lines += [f"  - {_value_name(col, value)} ({f['settings']} setting{'s' * (f['settings'] != 1)}): {_decided(f)}"
-                  for value, f in found.items()]
-    return lines
-
-
 def regime_text(run_row) -> str:
     """A context's training regime in words, from one of its rows of runs.csv."""
     return (f"{_value(run_row['epochs'], 'd')} epoch(s), dropout {_value(run_row['dropout'], 'g')}, "
@@ -460,25 +249,25 @@ def regime_text(run_row) -> str:
                if _value(run_row["train_size"]) != "?" else "all training images"))
 
 
-def _context_section(context: str, runs: pd.DataFrame, analysis: stats.Analysis, paths: dict,
+
+
+def _context_section(context: str, runs: pd.DataFrame, analysis: Analysis, paths: dict,
                      several: bool) -> list[str]:
-    claims = analysis.verdicts[context]
+    """One context's part of report.md: its regime and code path, the claim table, then each claim's
+    section (the first claim's, the by-axis reading, the others')."""
+    verdicts = analysis.verdicts[context]
     summary = analysis.summary[analysis.summary["context"] == context]
-    rows = summary[summary["alpha"] != 0]
-    base = summary[summary["alpha"] == 0]
+    rows = summary[~axes.baseline_rows(summary)]
     ctx_runs = runs[runs["context"] == context]
-    varying = _varying(summary)
+    varying = axes.varying(rows, fallback=["alpha", "target"])
     seeds = sorted({int(s) for s in ctx_runs["seed"]})
-    regime = regime_text(ctx_runs.iloc[0])
     constant = [f"{c}={rows[c].iloc[0]}" for c in axes.SETTING_COLUMNS
                 if c not in varying and c != "alpha" and len(rows) and rows[c].nunique() == 1]
     path = paths[context]
-    lines = []
-    if several:
-        lines += [f"## Context `{context}`", ""]
+    lines = [f"## Context `{context}`", ""] if several else []
     lines += [
-        f"Regime: {regime}. Runs: {len(ctx_runs)} ({int((ctx_runs['status'] == 'ok').sum())} ok), "
-        f"{len(rows)} regularized setting(s) and the baseline; seeds {seeds[0]}..{seeds[-1]} ({len(seeds)})"
+        f"Regime: {regime_text(ctx_runs.iloc[0])}. Runs: {len(ctx_runs)} ({int((ctx_runs['status'] == 'ok').sum())} "
+        f"ok), {len(rows)} regularized setting(s) and the baseline; seeds {seeds[0]}..{seeds[-1]} ({len(seeds)})"
         + (f"; every setting has {', '.join(constant)}" if constant else "") + ".",
         f"Code path: {', '.join(path['code_paths'])} on {', '.join(path['devices'])}"
         + ("" if path["one_path"] else " - **the arms of this comparison did not all take one recorded code path "
@@ -488,52 +277,27 @@ def _context_section(context: str, runs: pd.DataFrame, analysis: stats.Analysis,
         "| claim | verdict | main evidence |",
         "| --- | --- | --- |",
     ]
-    for claim in stats.CLAIMS:
-        reasons = claims[claim]["reasons"]
-        lines.append(f"| {claim}: {CLAIM_TEXT[claim]} | **{claims[claim]['verdict']}** | "
+    for claim in claims.all_claims():
+        reasons = verdicts[claim.name]["reasons"]
+        lines.append(f"| {claim.name}: {claim.words} | **{verdicts[claim.name]['verdict']}** | "
                      f"{(reasons[0] if reasons else '').replace('|', '/')} |")
     lines.append("")
     heading = "###" if several else "##"
-    m = analysis.min_effect_pp
-    acc = claims["accuracy"]
-    lines += [f"{heading} Accuracy: {acc['verdict']}", "", *[f"- {r}." for r in acc["reasons"]]]
-    lines += ["", f"Paired by seed: delta = setting minus baseline, same seed (init, data order, dropout masks); "
-              f"m = {m:g} pp. Calls: better (p > m, Holm), equivalent (TOST within +-m, Holm), worse (below 0, Holm), "
-              "above zero (not shown above m): above 0 (Holm), whether above m is open, undecided. The bootstrap "
-              "CI resamples seeds and test images (reported alongside, not decisive).", "",
-              _accuracy_table(rows, varying), ""]
-    sens = analysis.sensitivity[context]
-    lines += [f"{heading} Sensitivity to the margin", "",
-              _table(pd.DataFrame({"m (pp)": [f"{r['min_effect_pp']:g}" for r in sens],
-                                   "accuracy verdict": [r["verdict"] for r in sens],
-                                   "better": [str(r["better"]) for r in sens],
-                                   "equivalent": [str(r["equivalent"]) for r in sens],
-                                   "worse": [str(r["worse"]) for r in sens]})), ""]
-    if len(rows) > 1:
-        lines += [f"{heading} By axis, at a glance", "",
-                  "Each axis value over the settings that have it (means of the per-setting paired "
-                  "differences; a reading aid: the decisions are the per-setting tests of each claim). Gap "
-                  "change: train-test gap of the setting minus the baseline's (negative = less overfitting); "
-                  "sd ratio: seed-to-seed sd of test accuracy over the baseline's (below 1 = steadier); "
-                  "feature gains: paired, in pp. Settings that diverged in some seed are left out of the means (their "
-                  "surviving runs would flatter them) and counted apart. In words, counts of settings by what the "
-                  "per-setting tests decided:", "", *axis_words(rows, varying), "", by_axis(rows, varying), ""]
-    for claim, table in (("overfitting", _overfitting_table(rows, varying)),
-                         ("stability", _stability_table(rows, varying,
-                                                        base["std_acc"].iloc[0] if len(base) else float("nan"))),
-                         ("features", _features_table(rows, varying))):
-        verdict = claims[claim]
-        caption = {"features": ["Each cell: the paired gain in pp (Holm p of a gain above the feature margin; Holm p "
-                                "of a loss, H0 gain >= 0).", ""],
-                   "overfitting": ["Negative gap change = less overfitting; it counts only with the test accuracy "
-                                   "held: the joint test (the larger of the two one-sided p, Holm) decides.",
-                                   ""]}.get(claim, [])
-        lines += [f"{heading} {claim.capitalize()}: {verdict['verdict']}", "", *[f"- {r}." for r in verdict["reasons"]],
-                  "", f"Test: {verdict['tests']}.", "", *caption, table, ""]
+    first, *others = claims.all_claims()
+
+    def view(claim) -> claims.SectionView:
+        return claims.SectionView(context=context, rows=rows, baseline=summary[axes.baseline_rows(summary)],
+                                  verdict=verdicts[claim.name], extras=analysis.extras[context], heading=heading,
+                                  varying=varying, min_effect_pp=analysis.min_effect_pp)
+
+    lines += first.section(view(first))
+    lines += axis_reading.section(rows, varying, heading)
+    for claim in others:
+        lines += claim.section(view(claim))
     return lines
 
 
-def render_markdown(results_dir: Path, records: list[dict], runs: pd.DataFrame, analysis: stats.Analysis,
+def render_markdown(results_dir: Path, records: list[dict], runs: pd.DataFrame, analysis: Analysis,
                     paths: dict, plots: list[Path], skipped: list[tuple[str, str]], planned: int = 0,
                     final: int = 0) -> str:
     ok_records = [r for r in records if r["status"] == "ok"] or records
@@ -553,8 +317,8 @@ def render_markdown(results_dir: Path, records: list[dict], runs: pd.DataFrame, 
            "runs come in (failed runs are retried), and the sweep is not stopped on a verdict: it runs to its "
            "planned seeds.", ""] if final < planned else []),
         "**The article's claims** (../shared/article.md): adding L2 regularization to the convolution weights and "
-        "activations of a small MNIST CNN " + "; ".join(f"({i}) {t}" for i, t in enumerate(CLAIM_TEXT.values(), 1))
-        + ".",
+        "activations of a small MNIST CNN "
+        + "; ".join(f"({i}) {claim.words}" for i, claim in enumerate(claims.all_claims(), 1)) + ".",
         "",
         f"Smallest effect of interest m = {m:g} pp of test accuracy ({m / 100 * n_test[0]:g} of {n_test[0]} test "
         "images); every test and decision rule is declared in the README (\"Statistics and the verdicts\") and "

@@ -9,19 +9,19 @@ channels_last so that oneDNN keeps the whole step in that layout. Each run keeps
   and (with data.train_size) the training subset from counter-based random numbers keyed by it
   (l2reg.rng: one set of kernels for the whole pack per step, the same on CPU and GPU), so a
   run's numbers never depend on which runs share its pack;
-- penalty terms and schedule: folded into a per-step coefficient table (steps, runs, terms) of
-  alpha(t) for every term of l2reg.penalties.TERMS, computed once up front (no host work per
-  step). Every run computes every term (0 = off): the baseline and every setting go through the
-  very same computation, so a context's arms never differ in code path, only in coefficients;
+- penalty terms and schedule: a pack computes the penalty terms its regularized runs use (the
+  union, l2reg.penalties; a single run exactly its own, the baseline none), with a per-step
+  coefficient table (steps, runs, terms) of alpha(t) computed once up front (no host work per
+  step); a run has 0 in the columns of its pack mates' terms, which adds exactly 0.0;
 - optimizer state and learning rate: Adam is written out over the stacked tensors with a per-run
   lr vector, because ReduceLROnPlateau (on each run's validation objective) changes lr per run.
   The Adam form is Keras' (eps added to sqrt(v) before bias correction, eps=1e-7); decoupled
   weight decay (form=decoupled) multiplies the scoped kernels by 1 - lr * alpha(t) before the
   Adam update, as torch.optim.AdamW does.
-The model owns parameter names, groups and widths (l2reg.model), the penalties their formulas
-(l2reg.penalties), the schedules theirs (l2reg.schedules), the feature metrics theirs
-(l2reg.features): no formula and no layer name is written here. The host synchronises once per
-epoch (metrics, plateau, divergence), never per step.
+`train_pack` is the epoch loop (`_Loop`), the final evaluation (l2reg.evaluate's declared metrics)
+and the records. The model owns parameter names, groups, widths and the data loss, the penalties,
+schedules and metrics their formulas (l2reg.penalties, .schedules, .evaluate, .features): no
+formula and no layer name is written here. The host synchronises once per epoch, never per step.
 """
 
 from __future__ import annotations
@@ -30,17 +30,19 @@ import base64
 import functools
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields, make_dataclass
 from typing import Any, Callable, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch.func import functional_call, stack_module_state, vmap
 from torch.utils._pytree import tree_map
 
-from l2reg import features, penalties, rng, schedules
+from l2reg import axes, evaluate, penalties, rng, schedules
+from l2reg.config import DataConfig, ScheduleConfig, TrainConfig
 from l2reg.data import MNISTTensors
-from l2reg.model import DROPOUT_P, DROPOUT_SHAPE, WEIGHT_GROUPS, ArticleCNN
+from l2reg.device import configure_device, peak_memory_mib, reset_peak_memory
+from l2reg.device import sync as device_sync
+from l2reg.model import DROPOUT_SHAPE, WEIGHT_GROUPS, ArticleCNN, cross_entropy
 
 ADAM_BETAS = (0.9, 0.999)
 KERAS_PLATEAU_MIN_DELTA = 1e-4  # absolute, as Keras' ReduceLROnPlateau
@@ -65,135 +67,93 @@ class RunSpec:
 
 def make_spec(seed: int, alpha: float = 0.0, schedule: Any = None, **setting) -> RunSpec:
     """A RunSpec from setting values (target, norm, form, scope); raises penalties.NotWired."""
-    from l2reg.config import ScheduleConfig
-
     return RunSpec(seed, float(alpha), schedule or ScheduleConfig(), penalties.terms_for(setting))
 
 
-@dataclass(frozen=True)
-class TrainSettings:
-    """What every run of a pack shares."""
-
-    epochs: int = 5
-    batch_size: int = 128
-    lr: float = 1e-3
-    adam_eps: float = 1e-7
-    plateau_factor: float = 0.1
-    plateau_patience: int = 3
-    eval_batch_size: int = 250
-    deterministic: bool = False  # ask cuDNN/cuBLAS for deterministic kernels (GPU); CPU always is
-    dropout: float = DROPOUT_P  # the article's 0.5; 0 turns dropout off
-    train_size: int | None = None  # train on this many images of the training split, drawn by seed
-    compile: bool = False  # torch.compile the training step (see _compiled_objective)
-    features: bool = True  # feature metrics and per-image predictions after training
+# TrainConfig keys that say where and how many runs train, never how they train.
+PLACEMENT_KEYS = ("device", "pack_size")
+# The TrainConfig keys every run of a pack shares, copied as they are (compile is resolved first:
+# null = auto becomes a bool, l2reg.sweep.compile_decision).
+TRAIN_KEYS = tuple(f.name for f in fields(TrainConfig) if f.name not in (*PLACEMENT_KEYS, "compile"))
 
 
-def resolve_device(name: str) -> torch.device:
-    """auto -> cuda when available, else cpu. Raises ValueError for cuda without a GPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("train.device=cuda but no CUDA device is available here: use train.device=cpu or auto")
-    return torch.device(name)
+def _schema_field(schema, name: str):
+    found = next(f for f in fields(schema) if f.name == name)
+    return name, found.type, field(default=found.default)
 
 
-def set_deterministic() -> None:
-    """Deterministic kernels on GPU (slower). CPU training here is deterministic already."""
-    import os
+TrainSettings = make_dataclass("TrainSettings", [
+    *(_schema_field(TrainConfig, name) for name in TRAIN_KEYS),
+    _schema_field(DataConfig, "train_size"),  # train on this many images of the split, drawn by seed
+    ("compile", bool, field(default=False)),  # torch.compile the training step (see _compiled_objective)
+    ("features", bool, field(default=True)),  # feature metrics and per-image predictions after training
+], frozen=True, namespace={"__module__": __name__, "__doc__": (
+    "What every run of a pack shares: the TrainConfig keys of TRAIN_KEYS and data.train_size, with "
+    "the schema's defaults (l2reg.config writes them, once), compile resolved to a bool, and "
+    "`features` (off: test accuracy and loss only, for benchmarks of the loop).")})
 
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.backends.cudnn.deterministic = True
-    torch.backends.cudnn.benchmark = False
-    torch.use_deterministic_algorithms(True, warn_only=True)
+
+def pack_terms(specs: Sequence[RunSpec]) -> tuple[penalties.Term, ...]:
+    """The penalty terms a pack computes: those of its regularized runs, in registration order
+    (the order they are summed in); a baseline adds none."""
+    used = list(dict.fromkeys(t for spec in specs if not axes.is_baseline(spec) for t in spec.terms))
+    registered = penalties.terms()
+    return tuple(sorted(used, key=lambda t: registered.index(t) if t in registered else len(registered)))
 
 
-def coefficient_table(specs: Sequence[RunSpec], epochs: int, steps_per_epoch: int) -> torch.Tensor:
-    """(epochs * steps_per_epoch, runs, len(penalties.TERMS)) float64: alpha(t) per step for each
-    term a run uses, 0 elsewhere. t is the fractional epoch at the start of the step:
-    epoch + step / steps_per_epoch."""
-    table = torch.zeros(epochs * steps_per_epoch, len(specs), len(penalties.TERMS), dtype=torch.float64)
+def coefficient_table(specs: Sequence[RunSpec], epochs: int, steps_per_epoch: int,
+                      terms: Sequence[penalties.Term] | None = None) -> torch.Tensor:
+    """(epochs * steps_per_epoch, runs, len(terms)) float64: alpha(t) per step for each term a
+    run uses, 0 elsewhere; `terms` defaults to pack_terms(specs). t is the fractional epoch at
+    the start of the step: epoch + step / steps_per_epoch."""
+    terms = list(pack_terms(specs) if terms is None else terms)
+    table = torch.zeros(epochs * steps_per_epoch, len(specs), len(terms), dtype=torch.float64)
     times = [e + i / steps_per_epoch for e in range(epochs) for i in range(steps_per_epoch)]
     for r, spec in enumerate(specs):
-        if spec.alpha == 0:
+        if axes.is_baseline(spec):
             continue
         values = torch.tensor([schedules.coefficient(spec.schedule, spec.alpha, t, epochs) for t in times],
                               dtype=torch.float64)
         for term in spec.terms:
-            table[:, r, penalties.TERMS.index(term)] = values
+            table[:, r, terms.index(term)] = values
     return table
 
 
-def _objective(template: ArticleCNN):
-    """Per-run training objective for params of ONE run (vmapped for packs): (ce, penalty, correct)."""
+def _objective(template: ArticleCNN, terms: tuple[penalties.Term, ...]):
+    """Per-run training objective for params of ONE run (vmapped for packs): (ce, penalty,
+    correct), the penalty over `terms` with coefficients `coef` (one per term)."""
 
     def objective(params, x, y, mask, coef):
-        logits, activations = functional_call(template, params, (x,), {"return_activations": True,
-                                                                        "dropout_mask": mask})
-        ce = F.cross_entropy(logits, y)
-        penalty = penalties.loss_penalty(params, activations, coef)
+        logits, taps = functional_call(template, params, (x,), {"return_activations": True, "dropout_mask": mask})
+        ce = cross_entropy(logits, y)
+        penalty = penalties.loss_penalty(terms, coef, params, taps, logits, y)
         correct = (logits.argmax(dim=1) == y).sum()
         return ce, penalty, correct
 
     return objective
 
 
-def _val_sums(template: ArticleCNN):
-    """Evaluation batch of one run: (sum of ce, penalty * batch, correct); the penalty's activity
+def _val_sums(template: ArticleCNN, terms: tuple[penalties.Term, ...]):
+    """Validation batch of one run: (sum of ce, penalty * batch, correct); the penalty's activity
     terms are per-sample means, so penalty * batch sums them."""
 
     def sums(params, x, y, coef):
-        logits, activations = functional_call(template, params, (x,), {"return_activations": True})
-        penalty = penalties.loss_penalty(params, activations, coef)
+        logits, taps = functional_call(template, params, (x,), {"return_activations": True})
+        penalty = penalties.loss_penalty(terms, coef, params, taps, logits, y)
         correct = (logits.argmax(dim=1) == y).sum()
-        return F.cross_entropy(logits, y, reduction="sum"), penalty * len(y), correct
+        return cross_entropy(logits, y, reduction="sum"), penalty * len(y), correct
 
     return sums
-
-
-def _accuracy_sums(template: ArticleCNN):
-    """(sum of ce, correct) of one run on a batch (train-set and noisy test-set accuracy)."""
-
-    def sums(params, x, y):
-        logits = functional_call(template, params, (x,))
-        return F.cross_entropy(logits, y, reduction="sum"), (logits.argmax(dim=1) == y).sum()
-
-    return sums
-
-
-def _test_sums(template: ArticleCNN):
-    """Test batch of one run: (sum of ce, correct, predictions, exact zeros in A1 and A2,
-    per-sample sum of A^2 summed, correct of each probe). `probes` holds the run's probes
-    stacked on a leading probe dim (sizes of features.PROBE_SIZES)."""
-
-    def sums(params, x, y, probes):
-        logits, activations, feats = functional_call(template, params, (x,), {"return_features": True})
-        predictions = logits.argmax(dim=1)
-        zeros = sum((a == 0).sum() for a in activations)
-        activation_sq = sum(a.square().sum() for a in activations)
-        standard = (feats.unsqueeze(0) - probes["mean"].unsqueeze(1)) / probes["sd"].unsqueeze(1)
-        probe_logits = torch.bmm(standard, probes["weight"]) + probes["bias"].unsqueeze(1)
-        probe_correct = (probe_logits.argmax(dim=2) == y.unsqueeze(0)).sum(dim=1)
-        return (F.cross_entropy(logits, y, reduction="sum"), (predictions == y).sum(), predictions, zeros,
-                activation_sq, probe_correct)
-
-    return sums
-
-
-def _features_of(template: ArticleCNN):
-    def feats(params, x):
-        return functional_call(template, params, (x,), {"return_features": True})[2]
-
-    return feats
 
 
 @functools.cache
-def _compiled_objective(dtype: torch.dtype, vmapped: bool):
-    """torch.compile'd training objective, cached per process (a sweep compiles it once).
+def _compiled_objective(dtype: torch.dtype, vmapped: bool, terms: tuple[penalties.Term, ...]):
+    """torch.compile'd training objective, cached per process and per term set (a sweep compiles
+    each once; the baseline's has no penalty at all).
 
     Single run (vmapped=False): compiling takes 15-50 s on 2 CPU cores the first time (inductor
     also caches the graph on disk, so a later process takes a few seconds) and then makes a step
-    faster (docs/performance.md). Every run, baseline included, uses this one graph: penalties
-    are coefficients, never branches. Pack (vmapped=True): the vmapped objective compiled whole
+    faster (docs/performance.md). Pack (vmapped=True): the vmapped objective compiled whole
     (params, data, masks and coefficients all batched on dim 0); on a GPU opt-in
     (train.compile=true). Shapes are static (dynamic=False): the last, partial batch of an epoch
     runs the eager objective instead of triggering another compilation. dtype is part of the key
@@ -202,7 +162,7 @@ def _compiled_objective(dtype: torch.dtype, vmapped: bool):
 
     # inductor's C++ toolchain probe warns "No CUDA runtime is found" on CPU-only machines: noise
     logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
-    objective = _objective(ArticleCNN().to("meta").eval())
+    objective = _objective(ArticleCNN().to("meta").eval(), terms)
     if vmapped:
         objective = vmap(objective, in_dims=(0, 0, 0, 0, 0))
     return torch.compile(objective, dynamic=False)
@@ -216,7 +176,7 @@ def _channels_last_stack(stacked: torch.Tensor) -> torch.Tensor:
 
 
 class _Pack:
-    """Stacked parameters and the per-run / batched call of the objectives."""
+    """Stacked parameters, the pack's penalty terms and the per-run / batched call of the objectives."""
 
     def __init__(self, specs: Sequence[RunSpec], device: torch.device, dtype: torch.dtype = torch.float32,
                  compile_steps: bool = False, full_batch: int | None = None):
@@ -227,6 +187,7 @@ class _Pack:
         stacked, _ = stack_module_state(models)
         self.size = len(specs)
         self.names = list(stacked)
+        self.terms = pack_terms(specs)  # the coefficient table's columns, in this order
         # A single CPU run keeps its conv kernels channels_last: oneDNN then returns A1/A2
         # channels_last and the step runs without layout reorders (docs/performance.md).
         self.channels_last = self.size == 1 and device.type == "cpu"
@@ -238,19 +199,20 @@ class _Pack:
             params[name] = tensor.requires_grad_(True)
         self.params = params
         self.template = ArticleCNN().to("meta").eval()  # eval: dropout only through explicit masks
-        self.objective = _objective(self.template)
-        self.compiled = _compiled_objective(dtype, self.size > 1) if compile_steps else None
+        self.objective = _objective(self.template, self.terms)
+        self.compiled = _compiled_objective(dtype, self.size > 1, self.terms) if compile_steps else None
         self.full_batch = full_batch  # the one batch size the compiled graph is made for
 
-    def single(self) -> dict:
-        return {n: p[0] for n, p in self.params.items()}
+    def run_params(self, r: int) -> dict:
+        """Run r's parameters (views into the stack)."""
+        return {n: p[r] for n, p in self.params.items()}
 
     def map(self, fn, args: tuple, batched: tuple[bool, ...]):
         """fn(params of one run, *args) for every run: args marked batched carry a leading run
         dim (a pytree of tensors), the others are shared. Outputs get a leading run dim."""
         if self.size == 1:
             one = [tree_map(lambda t: t[0], a) if b else a for a, b in zip(args, batched)]
-            return tree_map(lambda t: t.unsqueeze(0), fn(self.single(), *one))
+            return tree_map(lambda t: t.unsqueeze(0), fn(self.run_params(0), *one))
         return vmap(fn, in_dims=(0, *[0 if b else None for b in batched]))(self.params, *args)
 
     def train_step(self, x, y, mask, coef):
@@ -258,9 +220,9 @@ class _Pack:
         full = x.shape[1] == self.full_batch
         if self.size == 1:
             if self.compiled is not None and full:
-                out = self.compiled(self.single(), x[0], y[0], mask[0], coef[0])
+                out = self.compiled(self.run_params(0), x[0], y[0], mask[0], coef[0])
             else:
-                out = self.objective(self.single(), x[0], y[0], mask[0], coef[0])
+                out = self.objective(self.run_params(0), x[0], y[0], mask[0], coef[0])
             return tuple(o.unsqueeze(0) for o in out)
         if self.compiled is not None and full:
             return self.compiled(self.params, x, y, mask, coef)
@@ -315,121 +277,16 @@ class _Plateau:
         return lr
 
 
-def _batches(n: int, size: int):
-    return ((start, min(start + size, n)) for start in range(0, n, size))
-
-
 @torch.inference_mode()
-def _evaluate(pack: _Pack, x: torch.Tensor, y: torch.Tensor, coef: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """(runs, 3) float64 sums over a shared set: ce, penalty * batch, correct."""
-    fn = _val_sums(pack.template)
+def _validation_sums(pack: _Pack, x: torch.Tensor, y: torch.Tensor, coef: torch.Tensor,
+                     batch_size: int) -> torch.Tensor:
+    """(runs, 3) float64 sums over the validation set: ce, penalty * batch, correct."""
+    fn = _val_sums(pack.template, pack.terms)
     totals = torch.zeros(pack.size, 3, device=x.device, dtype=torch.float64)
-    for start, end in _batches(len(y), batch_size):
+    for start, end in evaluate.batches(len(y), batch_size):
         out = pack.map(fn, (x[start:end], y[start:end], coef), (False, False, True))
         totals += torch.stack([o.to(torch.float64) for o in out], dim=1)
     return totals
-
-
-@torch.inference_mode()
-def _accuracy(pack: _Pack, x: torch.Tensor, y: torch.Tensor, batch_size: int, per_run: bool) -> torch.Tensor:
-    """(runs, 2) float64 sums of ce and correct; per_run: x (runs, n, ...) and y (runs, n)."""
-    fn = _accuracy_sums(pack.template)
-    n = y.shape[-1]
-    totals = torch.zeros(pack.size, 2, device=x.device, dtype=torch.float64)
-    for start, end in _batches(n, batch_size):
-        xb, yb = (x[:, start:end], y[:, start:end]) if per_run else (x[start:end], y[start:end])
-        out = pack.map(fn, (xb, yb), (per_run, per_run))
-        totals += torch.stack([o.to(torch.float64) for o in out], dim=1)
-    return totals
-
-
-@torch.inference_mode()
-def _fit_probes(pack: _Pack, data: MNISTTensors, batch_size: int) -> dict:
-    """Each run's probes (one per size of features.PROBE_SIZES), fitted on the frozen features of
-    the fixed probe images; stacked (runs, probes, ...) on the device."""
-    index = features.probe_indices(len(data.train_y)).to(data.train_x.device)
-    x, y = data.train_x[index], data.train_y[index]
-    fn = _features_of(pack.template)
-    feats = torch.cat([pack.map(fn, (x[s:e],), (False,)) for s, e in _batches(len(y), batch_size)], dim=1)
-    per_run = []
-    with torch.inference_mode(False):
-        for r in range(pack.size):
-            fitted = [features.fit_probe(feats[r, :size].clone(), y[:size].clone()) for size in features.PROBE_SIZES]
-            per_run.append({key: torch.stack([f[key] for f in fitted]) for key in fitted[0]})
-    return features.stack_probes(per_run, data.train_x.device, data.train_x.dtype)
-
-
-@torch.inference_mode()
-def _test_metrics(pack: _Pack, data: MNISTTensors, probes: dict, batch_size: int) -> dict:
-    """Per run: test ce and correct, predictions (runs, n_test) uint8, zero fraction of A1/A2,
-    mean per-sample sum of A^2, probe accuracies, and accuracy under each input noise level."""
-    fn = _test_sums(pack.template)
-    x, y = data.test_x, data.test_y
-    n = len(y)
-    ce = torch.zeros(pack.size, dtype=torch.float64, device=x.device)
-    correct, zeros, activation_sq = ce.clone(), ce.clone(), ce.clone()
-    probe_correct = torch.zeros(pack.size, len(features.PROBE_SIZES), dtype=torch.float64, device=x.device)
-    predictions = []
-    for start, end in _batches(n, batch_size):
-        b_ce, b_correct, b_pred, b_zeros, b_sq, b_probe = pack.map(fn, (x[start:end], y[start:end], probes),
-                                                                   (False, False, True))
-        ce += b_ce.double()
-        correct += b_correct.double()
-        zeros += b_zeros.double()
-        activation_sq += b_sq.double()
-        probe_correct += b_probe.double()
-        predictions.append(b_pred.to(torch.uint8))
-    units = sum(t.numel() for t in pack.template(torch.zeros(1, *x.shape[1:], device="meta"),
-                                                 return_activations=True)[1])
-    noise_started = time.perf_counter()
-    noise = features.standard_noise(x)
-    noise_correct = []
-    for sd in features.NOISE_SDS:
-        noise_correct.append(_accuracy(pack, features.noisy_inputs(x, sd, noise), y, batch_size, per_run=False)[:, 1])
-    del noise
-    _sync(x.device)
-    noise_seconds = time.perf_counter() - noise_started
-    return {"ce": ce, "correct": correct, "predictions": torch.cat(predictions, dim=1), "zeros": zeros / (units * n),
-            "activation_sq": activation_sq / n, "probe_correct": probe_correct,
-            "noise_correct": torch.stack(noise_correct, 1), "noise_seconds": noise_seconds}
-
-
-def available_cores() -> int:
-    import os
-
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
-def reset_peak_memory(device: torch.device) -> None:
-    """Start a new peak-memory window (CUDA; a CPU process' peak RSS cannot be reset)."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-
-
-def peak_memory_mib(device: torch.device) -> float:
-    """CUDA: the most memory PyTorch held allocated on the device since reset_peak_memory (data
-    included). CPU: the process' peak resident set size so far (Linux ru_maxrss is in KiB)."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def configure_device(device: torch.device, deterministic: bool) -> None:
-    """CPU: one intra-op thread per available core (a sweep pinned with `taskset -c 1` uses one).
-    CUDA: TF32 matmuls/convolutions allowed (the model is far from needing fp32 mantissas) and
-    cuDNN's autotuner on (shapes are static apart from each epoch's last batch, and vmap's grouped
-    convolutions are where algorithms differ most), unless determinism is asked for."""
-    if device.type == "cpu" and torch.get_num_threads() != available_cores():
-        torch.set_num_threads(available_cores())
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = not deterministic
-        torch.backends.cudnn.allow_tf32 = not deterministic
-        torch.backends.cudnn.benchmark = not deterministic
-    if deterministic:
-        set_deterministic()
 
 
 def encode_labels(labels: torch.Tensor) -> str:
@@ -437,18 +294,136 @@ def encode_labels(labels: torch.Tensor) -> str:
     return base64.b64encode(labels.to("cpu", torch.uint8).numpy().tobytes()).decode("ascii")
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def pack_optimizer(pack: _Pack, lr: torch.Tensor, eps: float) -> _KerasAdam:
-    """The pack's Adam (per-run lr, shape (n_runs,)), each parameter with its decoupled-decay
-    column (penalties.DECAY_COLUMNS by its WEIGHT_GROUPS group; None = never decayed). One place,
-    so scripts/step_parts.py times the very optimizer train_pack steps."""
-    groups = {name: group for group, names in WEIGHT_GROUPS.items() for name in names}
-    return _KerasAdam([pack.params[n] for n in pack.names], lr, eps,
-                      [penalties.DECAY_COLUMNS.get(groups.get(name)) for name in pack.names])
+    """The pack's Adam (per-run lr, shape (n_runs,)), each kernel that a decoupled term of the
+    pack decays with that term's coefficient column (the others are never decayed). One place,
+    so benchmarks/step_parts.py times the very optimizer train_pack steps."""
+    decayed = {name: column for column, term in enumerate(pack.terms) if term.form == "decoupled"
+               for name in WEIGHT_GROUPS[term.group]}
+    return _KerasAdam([pack.params[n] for n in pack.names], lr, eps, [decayed.get(name) for name in pack.names])
+
+
+class _Loop:
+    """A pack's training state: its stacked runs, Adam and learning rates, coefficient table,
+    random keys, training subsets, and each run's history, plateau and divergence."""
+
+    def __init__(self, specs: Sequence[RunSpec], data: MNISTTensors, settings: TrainSettings, device: torch.device):
+        n_split = len(data.train_y)
+        self.n_runs, self.n_train = len(specs), settings.train_size or n_split
+        if self.n_train > n_split:
+            raise ValueError(f"data.train_size={self.n_train} exceeds the {n_split} images of the training split")
+        self.data, self.settings, self.device = data, settings, device
+        self.steps_per_epoch = math.ceil(self.n_train / settings.batch_size)  # the last, partial batch is kept (Keras)
+        self.dtype = data.train_x.dtype  # float32 normally; float64 data trains in float64 (equivalence tests)
+        self.coef_table = coefficient_table(specs, settings.epochs, self.steps_per_epoch).to(device, self.dtype)
+        self.pack = _Pack(specs, device, self.dtype, compile_steps=settings.compile, full_batch=settings.batch_size)
+        self.lr = torch.full((self.n_runs,), settings.lr, device=device, dtype=self.dtype)
+        self.optimizer = pack_optimizer(self.pack, self.lr, settings.adam_eps)
+        self.plateaus = [_Plateau(settings.plateau_factor, settings.plateau_patience) for _ in specs]
+        seeds = [s.seed for s in specs]
+        self.order_keys = rng.keys_tensor(seeds, ORDER_STREAM, device)
+        self.dropout_keys = rng.keys_tensor(seeds, DROPOUT_STREAM, device)
+        # data.train_size: each run's own subset of the training split (drawn by its seed); the
+        # validation set stays the fixed split. None: every run sees the whole split.
+        self.subsets = (rng.permutations(rng.keys_tensor(seeds, SUBSET_STREAM, device), 0, n_split)[:, :self.n_train]
+                        if settings.train_size else None)
+        self.histories: list[list[dict]] = [[] for _ in specs]
+        self.diverged_at: list[int | None] = [None] * self.n_runs
+        self.last_epoch: list[list[float]] | None = None  # per run: (ce sum, penalty sum, correct)
+        self.train_seconds = 0.0
+
+    def _mask(self, epoch: int, step: int, b: int) -> torch.Tensor:
+        if self.settings.dropout > 0:
+            return rng.dropout_masks(self.dropout_keys, epoch * self.steps_per_epoch + step, (b, *DROPOUT_SHAPE),
+                                     1.0 - self.settings.dropout, self.dtype)
+        return torch.ones(self.n_runs, b, *DROPOUT_SHAPE, device=self.device, dtype=self.dtype)
+
+    def _steps(self, epoch: int, on_progress: ProgressFn | None) -> torch.Tensor:
+        """One epoch's steps; (runs, 3) float64 sums of ce * b, penalty * b and correct."""
+        batch, data = self.settings.batch_size, self.data
+        order = rng.permutations(self.order_keys, epoch, self.n_train)
+        sums = torch.zeros(self.n_runs, 3, device=self.device, dtype=torch.float64)
+        for step in range(self.steps_per_epoch):
+            index = order[:, step * batch:(step + 1) * batch]
+            if self.subsets is not None:
+                index = self.subsets.gather(1, index)
+            xb, yb = data.train_x[index], data.train_y[index]
+            b = index.shape[1]
+            coef = self.coef_table[epoch * self.steps_per_epoch + step]
+            ce, penalty, correct = self.pack.train_step(xb, yb, self._mask(epoch, step, b), coef)
+            grads = torch.autograd.grad((ce + penalty).sum(), self.optimizer.params)
+            self.optimizer.step(grads, coef)
+            sums += torch.stack([ce.detach() * b, penalty.detach() * b, correct.to(ce.dtype)], dim=1).double()
+            if on_progress is not None and (step % 25 == 0 or step == self.steps_per_epoch - 1):
+                on_progress(epoch, step + 1, self.steps_per_epoch)
+        return sums
+
+    def epoch(self, epoch: int, on_progress: ProgressFn | None) -> None:
+        """Train one epoch, validate, and update each run's history, plateau and divergence."""
+        started = time.perf_counter()
+        sums = self._steps(epoch, on_progress)
+        device_sync(self.device)  # once per epoch, so train_seconds is the real compute time
+        train_seconds = time.perf_counter() - started
+        self.train_seconds += train_seconds
+        end_coef = self.coef_table[min((epoch + 1) * self.steps_per_epoch, len(self.coef_table) - 1)]
+        val = _validation_sums(self.pack, self.data.val_x, self.data.val_y, end_coef, self.settings.eval_batch_size)
+        # One host sync per epoch.
+        train_sums, val_sums, lrs = sums.cpu().tolist(), val.cpu().tolist(), self.lr.cpu().tolist()
+        n_val, n_train = len(self.data.val_y), self.n_train
+        new_lrs = list(lrs)
+        for r in range(self.n_runs):
+            if self.diverged_at[r] is not None:
+                continue
+            ce_sum, pen_sum, correct = train_sums[r]
+            v_ce, v_pen, v_correct = val_sums[r]
+            record = {
+                "epoch": epoch + 1,
+                "train_loss": (ce_sum + pen_sum) / n_train, "train_ce": ce_sum / n_train,
+                "train_penalty": pen_sum / n_train, "train_acc": 100.0 * correct / n_train,
+                "val_loss": v_ce / n_val, "val_objective": (v_ce + v_pen) / n_val,
+                "val_acc": 100.0 * v_correct / n_val, "lr": lrs[r],
+                "seconds": time.perf_counter() - started, "train_seconds": train_seconds,
+            }
+            self.histories[r].append(record)
+            if not all(math.isfinite(record[k]) for k in ("train_loss", "val_objective")):
+                self.diverged_at[r] = epoch + 1
+                new_lrs[r] = 0.0  # freeze it: its pack mates go on unaffected
+                continue
+            new_lrs[r] = self.plateaus[r].new_lr(record["val_objective"], lrs[r])
+        self.lr.copy_(torch.tensor(new_lrs, device=self.device, dtype=self.dtype))
+        self.last_epoch = train_sums
+
+    def all_diverged(self) -> bool:
+        return all(d is not None for d in self.diverged_at)
+
+    def run_views(self) -> list[evaluate.RunView]:
+        lrs, n_test = self.lr.cpu().tolist(), len(self.data.test_y)
+        return [evaluate.RunView(self.histories[r], self.last_epoch[r] if self.last_epoch else None,
+                                 self.pack.run_params(r), lrs[r], self.diverged_at[r] is None, self.n_train, n_test)
+                for r in range(self.n_runs)]
+
+
+def _records(loop: _Loop, evaluation: evaluate.Evaluation, timings: dict, keep_params: bool) -> list[dict]:
+    """One result dict per run: status, metrics, history, predictions, timings, (parameters)."""
+    settings, pack = loop.settings, loop.pack
+    test_labels = encode_labels(loop.data.test_y) if settings.features else None
+    peak_mib = peak_memory_mib(loop.device)
+    results = []
+    for r in range(loop.n_runs):
+        status = "ok" if loop.diverged_at[r] is None else "diverged"
+        metrics = evaluation.metrics[r]
+        if status != "ok":
+            metrics = {k: (v if v is not None and math.isfinite(v) else None) for k, v in metrics.items()}
+        results.append({"status": status, "diverged_epoch": loop.diverged_at[r], "metrics": metrics,
+                        "history": loop.histories[r], **timings, "pack_size": loop.n_runs,
+                        "device": str(loop.device), "compiled": bool(settings.compile),
+                        "peak_memory_mib": peak_mib})
+        if evaluation.predictions is not None:
+            results[-1]["test_predictions"] = encode_labels(evaluation.predictions[r])
+            results[-1]["test_labels"] = test_labels
+        if keep_params:
+            results[-1]["params"] = {name: pack.params[name][r].detach().cpu().clone() for name in pack.names}
+    return results
 
 
 def train_pack(specs: Sequence[RunSpec], data: MNISTTensors, settings: TrainSettings,
@@ -462,145 +437,15 @@ def train_pack(specs: Sequence[RunSpec], data: MNISTTensors, settings: TrainSett
     configure_device(device, settings.deterministic)
     reset_peak_memory(device)
     started = time.perf_counter()
-    n_runs, n_split, batch = len(specs), len(data.train_y), settings.batch_size
-    n_train = settings.train_size or n_split
-    if n_train > n_split:
-        raise ValueError(f"data.train_size={n_train} exceeds the {n_split} images of the training split")
-    steps_per_epoch = math.ceil(n_train / batch)  # the last, partial batch is kept (as Keras)
-    dtype = data.train_x.dtype  # float32 normally; float64 data trains in float64 (equivalence tests)
-    coef_table = coefficient_table(specs, settings.epochs, steps_per_epoch).to(device, dtype)
-    pack = _Pack(specs, device, dtype, compile_steps=settings.compile, full_batch=batch)
-    lr = torch.full((n_runs,), settings.lr, device=device, dtype=dtype)
-    optimizer = pack_optimizer(pack, lr, settings.adam_eps)
-    params = optimizer.params  # the pack's tensors, in pack.names order
-    plateaus = [_Plateau(settings.plateau_factor, settings.plateau_patience) for _ in specs]
-    seeds = [s.seed for s in specs]
-    order_keys = rng.keys_tensor(seeds, ORDER_STREAM, device)
-    dropout_keys = rng.keys_tensor(seeds, DROPOUT_STREAM, device)
-    # data.train_size: each run's own subset of the training split (drawn by its seed); the
-    # validation set stays the fixed split. None: every run sees the whole split.
-    subsets = (rng.permutations(rng.keys_tensor(seeds, SUBSET_STREAM, device), 0, n_split)[:, :n_train]
-               if settings.train_size else None)
-    histories: list[list[dict]] = [[] for _ in specs]
-    diverged_at: list[int | None] = [None] * n_runs
-    last_train = None
-    keep = 1.0 - settings.dropout
-    train_seconds_total = 0.0
-
+    loop = _Loop(specs, data, settings, device)
     for epoch in range(settings.epochs):
-        epoch_start = time.perf_counter()
-        order = rng.permutations(order_keys, epoch, n_train)
-        sums = torch.zeros(n_runs, 3, device=device, dtype=torch.float64)  # ce*b, penalty*b, correct
-        for step in range(steps_per_epoch):
-            index = order[:, step * batch:(step + 1) * batch]
-            if subsets is not None:
-                index = subsets.gather(1, index)
-            xb, yb = data.train_x[index], data.train_y[index]
-            b = index.shape[1]
-            if settings.dropout > 0:
-                mask = rng.dropout_masks(dropout_keys, epoch * steps_per_epoch + step, (b, *DROPOUT_SHAPE), keep,
-                                         dtype)
-            else:
-                mask = torch.ones(n_runs, b, *DROPOUT_SHAPE, device=device, dtype=dtype)
-            coef = coef_table[epoch * steps_per_epoch + step]
-            ce, penalty, correct = pack.train_step(xb, yb, mask, coef)
-            grads = torch.autograd.grad((ce + penalty).sum(), params)
-            optimizer.step(grads, coef)
-            sums += torch.stack([ce.detach() * b, penalty.detach() * b, correct.to(ce.dtype)], dim=1).double()
-            if on_progress is not None and (step % 25 == 0 or step == steps_per_epoch - 1):
-                on_progress(epoch, step + 1, steps_per_epoch)
-        _sync(device)  # once per epoch, so train_seconds is the real compute time
-        train_seconds = time.perf_counter() - epoch_start
-        train_seconds_total += train_seconds
-        end_coef = coef_table[min((epoch + 1) * steps_per_epoch, len(coef_table) - 1)]
-        val = _evaluate(pack, data.val_x, data.val_y, end_coef, settings.eval_batch_size)
-        # One host sync per epoch.
-        train_sums, val_sums, lrs = sums.cpu().tolist(), val.cpu().tolist(), lr.cpu().tolist()
-        n_val = len(data.val_y)
-        new_lrs = list(lrs)
-        for r in range(n_runs):
-            if diverged_at[r] is not None:
-                continue
-            ce_sum, pen_sum, correct = train_sums[r]
-            v_ce, v_pen, v_correct = val_sums[r]
-            record = {
-                "epoch": epoch + 1,
-                "train_loss": (ce_sum + pen_sum) / n_train, "train_ce": ce_sum / n_train,
-                "train_penalty": pen_sum / n_train, "train_acc": 100.0 * correct / n_train,
-                "val_loss": v_ce / n_val, "val_objective": (v_ce + v_pen) / n_val,
-                "val_acc": 100.0 * v_correct / n_val, "lr": lrs[r],
-                "seconds": time.perf_counter() - epoch_start, "train_seconds": train_seconds,
-            }
-            histories[r].append(record)
-            if not all(math.isfinite(record[k]) for k in ("train_loss", "val_objective")):
-                diverged_at[r] = epoch + 1
-                new_lrs[r] = 0.0  # freeze it: its pack mates go on unaffected
-                continue
-            new_lrs[r] = plateaus[r].new_lr(record["val_objective"], lrs[r])
-        lr.copy_(torch.tensor(new_lrs, device=device, dtype=dtype))
-        last_train = train_sums
-        if all(d is not None for d in diverged_at):
+        loop.epoch(epoch, on_progress)
+        if loop.all_diverged():
             break
-
-    eval_start = time.perf_counter()
-    if subsets is None:
-        train_eval = _accuracy(pack, data.train_x, data.train_y, settings.eval_batch_size, per_run=False)
-    else:  # each run on the images it trained on
-        train_eval = _accuracy(pack, data.train_x[subsets], data.train_y[subsets], settings.eval_batch_size,
-                               per_run=True)
-    train_eval = train_eval.cpu().tolist()
-    # feature_seconds: what the feature metrics add (the probe fits and the noisy-input passes;
-    # their zero counts and probe logits ride on the test pass, which runs anyway)
-    if settings.features:
-        probe_started = time.perf_counter()
-        probes = _fit_probes(pack, data, settings.eval_batch_size)
-        probe_seconds = time.perf_counter() - probe_started
-        test = _test_metrics(pack, data, probes, settings.eval_batch_size)
-        features_seconds = probe_seconds + test.pop("noise_seconds")
-    else:  # test accuracy and loss only (benchmarks of the training loop)
-        sums = _accuracy(pack, data.test_x, data.test_y, settings.eval_batch_size, per_run=False)
-        test = {"ce": sums[:, 0], "correct": sums[:, 1]}
-        features_seconds = 0.0
-    test = {k: v.cpu() for k, v in test.items()}
-    _sync(device)
-    eval_seconds = time.perf_counter() - eval_start
-    sq_norms = {group: [penalties.reported_sq_norm(pack.params[name][r] for name in names) for r in range(n_runs)]
-                for group, names in WEIGHT_GROUPS.items()}
-    seconds = time.perf_counter() - started
-    peak_mib = peak_memory_mib(device)
-    n_test = len(data.test_y)
-    test_labels = encode_labels(data.test_y) if settings.features else None
-    results = []
-    for r in range(n_runs):
-        status = "ok" if diverged_at[r] is None else "diverged"
-        tr_ce, tr_correct = train_eval[r]
-        last = histories[r][-1] if histories[r] else {}
-        metrics = {
-            "test_acc": 100.0 * test["correct"][r].item() / n_test, "test_loss": test["ce"][r].item() / n_test,
-            "val_acc": last.get("val_acc"), "val_loss": last.get("val_loss"),
-            "train_acc": 100.0 * tr_correct / n_train, "train_loss": tr_ce / n_train,
-            "penalty": (last_train[r][1] / n_train) if last_train else None,
-            "weight_sq_norm": sq_norms["conv"][r], "dense_weight_sq_norm": sq_norms["dense"][r],
-            "final_lr": lr[r].item() if status == "ok" else None, "n_test": n_test, "n_train": n_train,
-        }
-        if settings.features:
-            metrics["activation_sq_norm"] = test["activation_sq"][r].item()
-            for i, size in enumerate(features.PROBE_SIZES):
-                metrics[f"probe_acc_{size}"] = 100.0 * test["probe_correct"][r, i].item() / n_test
-            metrics["zero_fraction"] = test["zeros"][r].item()
-            for i, sd in enumerate(features.NOISE_SDS):
-                metrics[f"noise_acc_{sd:g}"] = 100.0 * test["noise_correct"][r, i].item() / n_test
-        if status != "ok":
-            metrics = {k: (v if v is not None and math.isfinite(v) else None) for k, v in metrics.items()}
-        results.append({
-            "status": status, "diverged_epoch": diverged_at[r], "metrics": metrics,
-            "history": histories[r], "seconds": seconds, "train_seconds": train_seconds_total,
-            "eval_seconds": eval_seconds, "features_seconds": features_seconds, "pack_size": n_runs,
-            "device": str(device), "compiled": bool(settings.compile), "peak_memory_mib": peak_mib,
-        })
-        if settings.features:
-            results[-1]["test_predictions"] = encode_labels(test["predictions"][r])
-            results[-1]["test_labels"] = test_labels
-        if keep_params:
-            results[-1]["params"] = {name: pack.params[name][r].detach().cpu().clone() for name in pack.names}
-    return results
+    eval_started = time.perf_counter()
+    evaluation = evaluate.evaluate(loop.pack, data, loop.run_views(), loop.subsets, settings.eval_batch_size,
+                                   settings.features)
+    device_sync(device)
+    timings = {"seconds": time.perf_counter() - started, "train_seconds": loop.train_seconds,
+               "eval_seconds": time.perf_counter() - eval_started, "features_seconds": evaluation.features_seconds}
+    return _records(loop, evaluation, timings, keep_params)

@@ -87,7 +87,7 @@ ONE_WORKER_MODULES = ("test_packaging_wheel.py", "test_committed_results.py", "t
 
 
 def pytest_configure(config):
-    """Under pytest-xdist (`make test` runs a worker per core plus one, README "Tests"), each
+    """Under pytest-xdist (`make test` runs a worker per core plus one, docs/development.md "Tests"), each
     worker keeps to its share of the cores (one core, shared round-robin, when there are more
     workers than cores): torch there runs one thread per core it may use (l2reg.train
     follows the affinity), and so do the processes it starts (SLURM daemons, local workers,

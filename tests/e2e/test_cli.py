@@ -14,11 +14,12 @@ import torch
 from scipy import stats as sps
 from typer.testing import CliRunner
 
-from l2reg import axes, files, stats
+from l2reg import axes, files
+from l2reg.analysis import summary_columns
+from l2reg.claims.features import METRICS as FEATURE_METRICS
 from l2reg.cli.main import app
-from l2reg.features import METRICS as FEATURE_METRICS
 from l2reg.plots import PAIRED_PLOT, PLOTS
-from l2reg.report import RUN_COLUMNS
+from l2reg.report import run_columns
 
 runner = CliRunner()
 QUICK = ["train.epochs=1", "train.batch_size=64", "train.eval_batch_size=100"]
@@ -70,12 +71,12 @@ def test_sweep_writes_runs_summary_verdicts_and_report(tiny_mnist, tmp_path):
     assert sorted(p.name for p in (folder / "plots").iterdir()) == sorted([PAIRED_PLOT, *PLOTS])
     assert len(list((folder / "runs").glob("*.json"))) == 9
     runs = pd.read_csv(folder / "runs.csv")
-    assert list(runs.columns) == RUN_COLUMNS
+    assert list(runs.columns) == run_columns()
     assert len(runs) == 9 and set(runs["status"]) == {"ok"} and runs["test_acc"].between(0, 100).all()
     assert sorted(runs["seed"]) == [0, 0, 0, 1, 1, 1, 2, 2, 2]
     assert (runs["compiled"] == False).all()  # noqa: E712 - auto: 9 steps per run are too few to compile
     summary = pd.read_csv(folder / "summary.csv")
-    assert list(summary.columns) == stats.summary_columns(axes.SETTING_COLUMNS)
+    assert list(summary.columns) == summary_columns(axes.SETTING_COLUMNS)
     assert list(summary["alpha"]) == [0.0, 1e-4, 1e-3] and list(summary["target"]) == ["none", "both", "both"]
     base_row = summary.iloc[0]
     assert (base_row["n"], base_row["delta_pp"], base_row["call"]) == (3, 0, "baseline")

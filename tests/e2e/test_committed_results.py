@@ -18,8 +18,10 @@ import pytest
 from scipy import stats as sps
 
 from l2reg import axes
+from l2reg.analysis import summary_columns
+from l2reg.claims import names as claim_names
 from l2reg.report import load_records, write_reports
-from l2reg.stats import CLAIMS, holm, summary_columns
+from l2reg.stats import holm
 
 RESULTS = Path(__file__).resolve().parents[2] / "results"
 FOLDERS = sorted(path.parent.name for path in RESULTS.glob("*/runs")) or ["ablation-quick"]
@@ -60,7 +62,8 @@ def test_the_run_files_are_all_run_records(folder):
         assert len(loaded.records) == KNOWN_SIZES[folder.name]
 
 
-TIE = -1.0  # marks a setting whose paired differences have no spread (README: no t-test, p = 1 in Holm's family)
+# marks a setting whose paired differences have no spread (docs/statistics.md: no t-test, p = 1 in Holm's family)
+TIE = -1.0
 
 
 def test_paired_statistics_are_what_scipy_computes_from_runs_csv(folder):
@@ -90,7 +93,7 @@ def test_paired_statistics_are_what_scipy_computes_from_runs_csv(folder):
                     tests[column].append(float("nan"))
                 continue
             assert row.delta_pp == pytest.approx(d.mean(), abs=1e-9)
-            if np.ptp(d) <= 1e-9 * max(1.0, abs(d.mean())):  # ties without spread (README): no t-test, no CI
+            if np.ptp(d) <= 1e-9 * max(1.0, abs(d.mean())):  # a tie: no t-test, no CI (docs/statistics.md)
                 assert row.call in ("undecided", "diverged")
                 assert all(np.isnan(values[c]) for c in ("paired_ci_low_pp", "paired_ci_high_pp", "p_superior",
                                                           "p_inferior", "p_equivalent", "p_worse", "p_above_zero"))
@@ -120,7 +123,7 @@ def test_paired_statistics_are_what_scipy_computes_from_runs_csv(folder):
             expected = holm(np.where(p == TIE, 1.0, p))
             expected[p == TIE] = np.nan
             assert rows[f"{column}_holm"].to_numpy() == pytest.approx(expected, rel=1e-9, nan_ok=True), column
-        # the call of each setting and the accuracy verdict, by the rules declared in the README
+        # the call of each setting and the accuracy verdict, by the rules declared in docs/statistics.md
         for row in rows.itertuples(index=False):
             rule = (("p_superior_holm", "better"), ("p_equivalent_holm", "equivalent"), ("p_worse_holm", "worse"),
                     ("p_above_zero_holm", "above zero (not shown above m)"))
@@ -184,29 +187,92 @@ def test_report_rebuilds_the_committed_report_md(folder, rebuilt):
     assert (folder / "report.md").read_text() == (rebuilt / "report.md").read_text(), stale(folder, "report.md")
 
 
-def verdict_table(readme: str) -> tuple[str, dict]:
-    """The results folder the README's verdict table cites (its evidence column's header) and the
-    verdict of each claim in it."""
-    section = readme.split("## The verdict\n", 1)[1].split("\n## ", 1)[0]
-    rows = [line for line in section.splitlines() if line.startswith("| ")]
-    cited = rows[0].split("|")[3]
-    folder = cited.split("(", 1)[1].split(",", 1)[0].strip()
-    verdicts = {}
-    for row in rows[2:]:
-        claim, verdict = row.split("|")[1:3]
-        verdicts[claim.split(":")[0].strip()] = verdict.split("**")[1]
-    return folder, verdicts
+ROOT = RESULTS.parent
+FOLDER_LINK = re.compile(r"\]\((?:\.\./)?(results/[^)/]+)/report\.md\)")
+# a number as the text writes it: +0.213, -0.317, 0.55, 114, 1e-3 (not the digits of a word: v2, 3x)
+NUMBER = re.compile(r"(?<![A-Za-z0-9.])[+-]?\d+(?:\.\d+)?(?:e[+-]?\d+)?")
+
+
+def section(text: str, heading: str) -> str:
+    """The text under a markdown heading (`## The verdict`), up to the next heading of its level or
+    a higher one."""
+    level = len(heading.split(" ", 1)[0])
+    assert f"\n{heading}\n" in f"\n{text}", f"no heading {heading!r}"
+    body = f"\n{text}".split(f"\n{heading}\n", 1)[1]
+    end = re.search(rf"^#{{1,{level}}} ", body, re.M)
+    return body[: end.start()] if end else body
+
+
+def tables(text: str) -> list[list[list[str]]]:
+    """The markdown tables of a text: rows of stripped cells, header first, the --- row left out."""
+    found, rows = [], []
+    for line in [*text.splitlines(), ""]:
+        if line.startswith("|"):
+            cells = [cell.strip() for cell in line.strip().strip("|").split(" | ")]
+            if not all(set(cell) <= {"-", ":"} for cell in cells):
+                rows.append(cells)
+        elif rows:
+            found.append(rows)
+            rows = []
+    return found
+
+
+def bold_verdict(cell: str) -> str:
+    return re.fullmatch(r"\*\*([a-z ]+)\*\*(?: .*)?", cell).group(1)
+
+
+def stated_in(number: str, reasons: str) -> bool:
+    """Whether `number`, as rounded in the text, is one of the numbers of the verdict's reasons."""
+    value = float(number)
+    decimals = len(number.split(".")[1]) if "." in number and "e" not in number else 0
+    for found in NUMBER.findall(reasons):
+        if "e" in number or decimals == 0:
+            if math.isclose(float(found), value, rel_tol=1e-9, abs_tol=1e-12):
+                return True
+        elif abs(round(float(found), decimals) - value) < 10 ** -(decimals + 3):
+            return True
+    return False
+
+
+def main_grid_table() -> tuple[str, dict, list[list[str]]]:
+    """README.md's claim table: the results folder its verdict column's header links, that
+    folder's one context from verdict.json, and the rows (claim, verdict, number, link)."""
+    claim_table = tables(section((ROOT / "README.md").read_text(), "## The verdict"))[0]
+    link = FOLDER_LINK.search(claim_table[0][1])
+    assert link, "the verdict column's header links the results folder the table is about"
+    contexts = json.loads((ROOT / link.group(1) / "verdict.json").read_text())["contexts"]
+    assert len(contexts) == 1  # the table is about one regime
+    [context] = contexts.values()
+    return link.group(1), context, claim_table[1:]
 
 
 def test_the_readmes_verdict_table_says_what_the_cited_verdict_json_says():
-    readme = (RESULTS.parent / "README.md").read_text()
-    cited, verdicts = verdict_table(readme)
-    assert cited.startswith("results/") and (RESULTS.parent / cited / "verdict.json").is_file(), cited
-    contexts = json.loads((RESULTS.parent / cited / "verdict.json").read_text())["contexts"]
-    assert len(contexts) == 1  # the README's table is about one regime
-    [context] = contexts.values()
-    assert verdicts == {claim: value["verdict"] for claim, value in context["claims"].items()}, (
+    """A row per claim: its verdict is verdict.json's, and the cell that carries it names numbers
+    of verdict.json's reasons for that claim: each of its parts (split at `;`) the numbers of one
+    reason, so that a number cannot be borrowed from another setting's line."""
+    cited, context, rows = main_grid_table()
+    stated = {row[0].split(":")[0]: bold_verdict(row[1]) for row in rows}
+    assert stated == {claim: value["verdict"] for claim, value in context["claims"].items()}, (
         f"README.md's verdict table disagrees with {cited}/verdict.json")
+    for claim, _, carrier, _ in rows:
+        claim = claim.split(":")[0]
+        assert NUMBER.search(carrier), f"README.md's {claim} row names no number"
+        for part in re.split(r";\s*", carrier):
+            numbers = NUMBER.findall(part)
+            assert any(all(stated_in(number, reason) for number in numbers)
+                       for reason in context["claims"][claim]["reasons"]), (
+                f"README.md's {claim} row: no reason of {cited}/verdict.json has all of {numbers} ({part!r})")
+
+
+def test_the_full_verdict_says_what_the_main_grids_verdict_json_says():
+    """docs/verdict.md: the main grid's section links the folder the README's table cites, and its
+    subsection per claim (`### Accuracy`) says `Verdict: **...**` as verdict.json does."""
+    cited, context, _ = main_grid_table()
+    grid = section((ROOT / "docs" / "verdict.md").read_text(), "## The main grid")
+    assert f"(../{cited}/report.md)" in grid, f"docs/verdict.md's main grid does not cite {cited}"
+    for claim, value in context["claims"].items():
+        words = re.findall(r"Verdict: \*\*([a-z ]+)\*\*", section(grid, f"### {claim.capitalize()}"))
+        assert words == [value["verdict"]], f"docs/verdict.md on the main grid's {claim} disagrees with verdict.json"
 
 
 def test_the_committed_overview_is_what_make_overview_writes(monkeypatch):
@@ -221,45 +287,81 @@ def test_the_committed_overview_is_what_make_overview_writes(monkeypatch):
         (RESULTS / "claim-check.md").read_text()), "results/claim-check.md is stale: run `make overview`"
 
 
-CLAIM_WORDS = rf"\b({'|'.join(CLAIMS)}) \*\*([a-z ]+)\*\*"
+CLAIM_WORDS = rf"\b({'|'.join(claim_names())}) \*\*([a-z ]+)\*\*"
 
 
-def control_paragraphs(readme: str) -> list[tuple[str, str]]:
-    """The README verdict section's paragraphs on the controls: those that open in italics and link a
-    results folder's report.md; (folder, paragraph text) each."""
-    section = readme.split("## The verdict\n", 1)[1].split("\n## ", 1)[0]
+def claim_check_controls() -> set[str]:
+    """The controls of `make overview` (the Makefile's CLAIM_CHECK_FOLDERS)."""
+    folders = re.search(r"^CLAIM_CHECK_FOLDERS := (.+)$", (ROOT / "Makefile").read_text(), re.M).group(1)
+    return {f"results/{name}" for name in folders.split() if name.startswith("controls-")}
+
+
+def verdict_of(folder: str) -> dict:
+    verdict = json.loads((ROOT / folder / "verdict.json").read_text())
+    assert not verdict["interim"], f"the text cites {folder} as a result, but its report is interim"
+    return verdict["contexts"]
+
+
+def size_of_contexts(folder: str) -> dict[str, int]:
+    """A folder with several contexts (one per training-set size): the size of each, which the text
+    names as `data.train_size=N`."""
+    runs = pd.read_csv(ROOT / folder / "runs.csv")
+    assert runs.groupby("context")["train_size"].nunique().eq(1).all(), (
+        f"{folder}: its contexts are not one per data.train_size: teach this test how the text names them")
+    return {context: int(size) for context, size in runs.groupby("context")["train_size"].first().items()}
+
+
+def test_the_readmes_control_table_says_what_their_verdict_json_says():
+    """README.md's table of the controls: a row per control of `make overview` (a row per context
+    where a folder has several, named by its `data.train_size=N`), each claim's verdict as that
+    folder's verdict.json has it."""
+    header, *rows = tables(section((ROOT / "README.md").read_text(), "## The verdict"))[1]
+    claims = [name.lower() for name in header[1:]]
+    assert claims == list(claim_names()), "the control table has a column per claim"
+    stated: dict[tuple[str, str], dict] = {}
+    for row in rows:
+        folder = FOLDER_LINK.search(row[0]).group(1)
+        contexts = verdict_of(folder)
+        if len(contexts) == 1:
+            [context] = contexts
+        else:
+            size = int(re.search(r"`data\.train_size=(\d+)`", row[0]).group(1))
+            [context] = [name for name, n in size_of_contexts(folder).items() if n == size]
+        assert (folder, context) not in stated, f"two rows for {folder} [{context}]"
+        stated[(folder, context)] = dict(zip(claims, map(bold_verdict, row[1:])))
+        expected = {claim: value["verdict"] for claim, value in contexts[context]["claims"].items()}
+        assert stated[(folder, context)] == expected, (
+            f"README.md's row on {folder} [{context}] disagrees with its verdict.json")
+    assert {(folder, context) for folder in claim_check_controls() for context in verdict_of(folder)} == set(stated), (
+        "a row per control of `make overview` and per context")
+
+
+def control_sections(text: str) -> list[tuple[str, str]]:
+    """docs/verdict.md's sections on the controls: each `###` under `## The controls` that links a
+    results folder's report.md; (folder, its text on one line) each."""
     found = []
-    for paragraph in section.split("\n\n"):
-        link = re.search(r"\]\((results/[^)/]+)/report\.md\)", paragraph)
-        if paragraph.startswith("*") and not paragraph.startswith("**") and link:
-            found.append((link.group(1), " ".join(paragraph.split())))
+    for part in re.split(r"^### .*$", section(text, "## The controls"), flags=re.M)[1:]:
+        link = FOLDER_LINK.search(part)
+        assert link, "each control's section links its folder's report.md"
+        found.append((link.group(1), " ".join(part.split())))
     return found
 
 
-def test_the_readmes_control_paragraphs_say_what_their_verdict_json_says():
-    """Each control paragraph states every claim's verdict (`Accuracy **not supported**`), as its
-    folder's verdict.json has it; a folder with a context per training-set size states them per
-    size, each after its `data.train_size=N`."""
-    readme = (RESULTS.parent / "README.md").read_text()
-    paragraphs = control_paragraphs(readme)
-    folders = re.search(r"^CLAIM_CHECK_FOLDERS := (.+)$", (RESULTS.parent / "Makefile").read_text(), re.M).group(1)
-    controls = {f"results/{name}" for name in folders.split() if name.startswith("controls-")}
-    assert {folder for folder, _ in paragraphs} == controls, "a paragraph per control of `make overview`"
-    for folder, text in paragraphs:
-        verdict = json.loads((RESULTS.parent / folder / "verdict.json").read_text())
-        contexts = verdict["contexts"]
-        assert not verdict["interim"], f"README cites {folder} as a result, but its report is interim"
+def test_the_full_verdicts_control_sections_say_what_their_verdict_json_says():
+    """Each control's section of docs/verdict.md states every claim's verdict (`Accuracy **not
+    supported**`), as its folder's verdict.json has it; a folder with a context per training-set
+    size states them per size, each after its `data.train_size=N`."""
+    sections = control_sections((ROOT / "docs" / "verdict.md").read_text())
+    assert {folder for folder, _ in sections} == claim_check_controls(), "a section per control of `make overview`"
+    for folder, text in sections:
+        contexts = verdict_of(folder)
         if len(contexts) == 1:
             segments = {next(iter(contexts)): text}
         else:
-            runs = pd.read_csv(RESULTS.parent / folder / "runs.csv")
-            assert runs.groupby("context")["train_size"].nunique().eq(1).all(), (
-                f"{folder}: its contexts are not one per data.train_size: teach this test how the README names them")
-            size_of = runs.groupby("context")["train_size"].first()
             parts = re.split(r"`data\.train_size=(\d+)`", text)
             named = {int(size): part for size, part in zip(parts[1::2], parts[2::2])}
-            segments = {context: named.get(int(size), "") for context, size in size_of.items()}
+            segments = {context: named.get(size, "") for context, size in size_of_contexts(folder).items()}
         for context, segment in segments.items():
             stated = {claim.lower(): word for claim, word in re.findall(CLAIM_WORDS, segment, re.I)}
             expected = {claim: value["verdict"] for claim, value in contexts[context]["claims"].items()}
-            assert stated == expected, f"README's paragraph on {folder} [{context}] disagrees with its verdict.json"
+            assert stated == expected, f"docs/verdict.md on {folder} [{context}] disagrees with its verdict.json"

@@ -1,6 +1,6 @@
 """`l2sweep run --dry-run` as a check of the inputs: the committed runs are still found done, the new
 axes sweep together, every experiment file composes, and a value declared in l2reg.axes but not wired
-into l2reg.penalties is refused before anything trains (issue 10)."""
+into l2reg.penalties is refused before anything trains."""
 
 import dataclasses
 import itertools

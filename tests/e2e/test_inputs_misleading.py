@@ -1,4 +1,4 @@
-"""Inputs that used to mislead (issue 9): an empty sweep, a `name` that is not one plain folder name,
+"""Inputs that could mislead: an empty sweep, a `name` that is not one plain folder name,
 and foreign, damaged or partial files in runs/. Each gives exit 2 in one line with nothing written, or,
 for files in runs/, a warning line per file naming it and why, counted in report.md and verdict.json,
 with the statistics unaffected."""

@@ -21,9 +21,10 @@ import pytest
 from submitit.core.utils import JobPaths
 from typer.testing import CliRunner
 
-from l2reg import executors
 from l2reg.cli import main as cli_main
 from l2reg.cli.main import app
+from l2reg.executors import slurm_jobs
+from l2reg.executors import status as run_status
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from conftest import start_as_in_a_terminal  # noqa: E402
@@ -59,12 +60,13 @@ def assert_same_numbers(a: dict[str, dict], b: dict[str, dict]) -> None:
 
 
 def reference(folder: Path, overrides: list[str]) -> dict[str, dict]:
-    """The runs of a sweep trained in this process (l2reg.sweep.execute: no reports, no CLI)."""
+    """The runs of a sweep trained in this process (l2reg.executors.inprocess.execute: no reports, no CLI)."""
     from l2reg import sweep
     from l2reg.config import expand_and_compose
+    from l2reg.executors.inprocess import execute
 
     planned = sweep.plan([cfg for _, cfg in expand_and_compose(overrides)])
-    outcome = sweep.execute(planned, folder)
+    outcome = execute(planned, folder)
     assert not outcome.not_ok
     return run_files(folder)
 
@@ -84,7 +86,7 @@ def wait_until(predicate, timeout: float, what: str, poll: float = 0.5):
 
 
 def states(folder: Path) -> dict[str, str]:
-    return {rid: s.state for rid, s in executors.run_states(folder).items()}
+    return {rid: s.state for rid, s in run_status.run_states(folder).items()}
 
 
 # ---- launcher=local ----
@@ -114,7 +116,7 @@ def test_ctrl_c_ends_the_local_workers_and_exits_130(tiny_mnist, tmp_path):
             "name=c", "launcher=local", "launcher.n_jobs=2", *QUICK]
     process = start_as_in_a_terminal([L2SWEEP, *args])
     try:
-        held = wait_until(lambda: len(h := executors.held_locks(tmp_path / "c" / "runs")) == 2 and h, 120,
+        held = wait_until(lambda: len(h := run_status.held_locks(tmp_path / "c" / "runs")) == 2 and h, 120,
                           "two workers training")
     except AssertionError:
         process.kill()
@@ -133,7 +135,7 @@ def test_ctrl_c_ends_the_local_workers_and_exits_130(tiny_mnist, tmp_path):
             return True
 
     wait_until(lambda: all(gone(pid) for pid in workers), 10, "the workers to end")
-    assert executors.held_locks(tmp_path / "c" / "runs") == {}
+    assert run_status.held_locks(tmp_path / "c" / "runs") == {}
 
 
 def test_no_wait_and_status_refuse_what_they_cannot_do(tiny_mnist, tmp_path):
@@ -187,7 +189,7 @@ def test_a_sweep_through_slurm_gives_the_in_process_numbers_to_the_bit(six_runs)
     root, output = six_runs
     a, b = run_files(root / "inprocess"), run_files(root / "slurm")
     assert_same_numbers(a, b)
-    [submission] = executors.read_jobs(root / "slurm")
+    [submission] = slurm_jobs.read_jobs(root / "slurm")
     assert len(submission["tasks"]) == 6 and all(len(task["run_ids"]) == 1 for task in submission["tasks"])
     assert {r["slurm"]["job_id"] for r in b.values()} == {task["job_id"] for task in submission["tasks"]}
     assert all(r["slurm"]["restart_count"] == 0 for r in b.values())
@@ -206,7 +208,7 @@ def test_array_parallelism_caps_the_runs_training_at_once(six_runs):
 
 
 def submitted_job(folder: Path) -> str:
-    return executors.read_jobs(folder)[-1]["tasks"][0]["job_id"]
+    return slurm_jobs.read_jobs(folder)[-1]["tasks"][0]["job_id"]
 
 
 @pytest.mark.slurm
@@ -218,7 +220,7 @@ def test_a_job_killed_mid_run_is_reported_failed_with_its_log_and_submitted_agai
     assert first.exit_code == 0, first.output
     job = submitted_job(folder)
     assert re.search(rf"^{job}$", first.output, re.M)  # the job id, on a line of its own
-    [rid] = wait_until(lambda: list(executors.held_locks(folder / "runs")), 60, "the run to train")
+    [rid] = wait_until(lambda: list(run_status.held_locks(folder / "runs")), 60, "the run to train")
     slurm.run("scancel", job)
     wait_until(lambda: states(folder)[rid] == "failed", 60, "the run to be reported failed")
     status = invoke("status", folder)
@@ -232,10 +234,10 @@ def test_a_job_killed_mid_run_is_reported_failed_with_its_log_and_submitted_agai
     again = invoke(*args)  # the same command: submits the failed run again, and only it
     assert again.exit_code == 0, again.output
     retry = submitted_job(folder)
-    assert retry != job and [t["run_ids"] for t in executors.read_jobs(folder)[-1]["tasks"]] == [[rid]]
+    assert retry != job and [t["run_ids"] for t in slurm_jobs.read_jobs(folder)[-1]["tasks"]] == [[rid]]
     assert states(folder)[rid] in ("queued", "running")
     third = invoke(*args)  # while it is queued or running, nothing more is submitted
-    assert "nothing to submit" in third.output and len(executors.read_jobs(folder)) == 2
+    assert "nothing to submit" in third.output and len(slurm_jobs.read_jobs(folder)) == 2
     slurm.run("scancel", retry)
 
 
@@ -248,7 +250,7 @@ def test_no_wait_then_status_then_report(slurm, tiny_mnist, tmp_path):
     assert submitted.exit_code == 0, submitted.output
     assert f"`l2sweep status {folder}` shows where each run stands" in submitted.output
     assert not (folder / "runs.csv").exists()  # nothing waited for, nothing reported
-    [submission] = executors.read_jobs(folder)
+    [submission] = slurm_jobs.read_jobs(folder)
     assert len(submission["tasks"]) == 2 and submission["command"][-1] == "--no-wait"
     early = invoke("status", folder)
     assert early.exit_code == 0 and "2 runs:" in early.output
@@ -275,7 +277,7 @@ def test_time_limits_requeue_jobs_then_count_their_runs_failed(slurm, tiny_mnist
     assert invoke(*limit, "--no-wait").exit_code == 0
     assert invoke(*requeue, "--no-wait").exit_code == 0
     job = submitted_job(tmp_path / "requeue")
-    wait_until(lambda: executors.held_locks(tmp_path / "requeue" / "runs"), 60, "the run to train")
+    wait_until(lambda: run_status.held_locks(tmp_path / "requeue" / "runs"), 60, "the run to train")
     time.sleep(1)  # well into training: submitit's USR2 handler is installed before the run starts
     slurm.run("scancel", "--signal=USR2", job)
 
@@ -284,7 +286,7 @@ def test_time_limits_requeue_jobs_then_count_their_runs_failed(slurm, tiny_mnist
     [record] = run_files(tmp_path / "limit").values()
     assert record["status"] == "failed" and "timed-out too many times" in record["error"]
     assert record["slurm"]["restart_count"] == 1  # started twice
-    paths = JobPaths(executors.read_jobs(tmp_path / "limit")[-1]["submitit_folder"], job_id=record["slurm"]["job_id"])
+    paths = JobPaths(slurm_jobs.read_jobs(tmp_path / "limit")[-1]["submitit_folder"], job_id=record["slurm"]["job_id"])
     assert re.search(r"\*\*\* JOB \d+ ON \S+ CANCELLED AT \S+ DUE TO JOB REQUEUE \*\*\*", paths.stderr.read_text())
     assert paths.stdout.read_text().count("this job is timed-out") == 2
     assert "timed-out too many times" in waited.output
@@ -296,6 +298,6 @@ def test_time_limits_requeue_jobs_then_count_their_runs_failed(slurm, tiny_mnist
     wait_until(lambda: list(states(tmp_path / "requeue").values()) == ["done"], 120, "the requeued run")
     [record] = run_files(tmp_path / "requeue").values()
     assert record["status"] == "ok" and record["slurm"]["restart_count"] == 1  # started twice, finished ok
-    paths = JobPaths(executors.read_jobs(tmp_path / "requeue")[-1]["submitit_folder"], job_id=job)
+    paths = JobPaths(slurm_jobs.read_jobs(tmp_path / "requeue")[-1]["submitit_folder"], job_id=job)
     assert paths.stdout.read_text().count("this job is timed-out") == 1
     assert "1 runs: 1 done (1 ok" in invoke("status", tmp_path / "requeue").output

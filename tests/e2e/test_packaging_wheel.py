@@ -1,4 +1,4 @@
-"""A package that installs anywhere (issue 10): the wheel built from the repository ships l2reg with
+"""A package that installs anywhere: the wheel built from the repository ships l2reg with
 l2reg.cli (the repository's cli/) and l2reg.conf (its conf/, YAML as package data), puts no generic
 top-level name (`cli`, `conf`) into site-packages, and `l2sweep` runs from another folder."""
 

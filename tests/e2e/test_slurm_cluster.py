@@ -399,8 +399,8 @@ def test_requeue_interrupted_by_sigterm_leaves_an_error_pickle_until_restart(slu
     # The restart is at least BeginTime (10 s, cred_expire) + its 15-s linger away: read the error
     # pickle first, then SLURM's state. The requeue is processed before the SIGTERM that ends the
     # first start (slurmctld's _job_requeue_op, 22.05), so squeue says COMPLETING or PENDING by now;
-    # COMPLETING can last a few seconds on a loaded machine. COMPLETED was reported briefly twice with
-    # the old wrapper and has no explanation in that code: tolerated for the same 10 s, no longer.
+    # COMPLETING can last a few seconds on a loaded machine. squeue has also shown COMPLETED briefly
+    # (seen twice, cause not found): tolerated for the same 10 s, no longer.
     assert len(marker.read_text().split()) == 1, report()
     assert job.done() is True
     with pytest.raises(submitit.core.utils.FailedJobError, match=r"scontrol', 'requeue'.*died with <Signals.SIGTERM"):

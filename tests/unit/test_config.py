@@ -130,3 +130,28 @@ def test_new_axes_compose_and_sweep():
 def test_dict_round_trip():
     [(_, cfg)] = compose("schedule=step", "alpha=1e-4", "seed=3")
     assert from_dict(to_dict(cfg)) == cfg
+
+
+def test_the_schema_writes_every_default_once(monkeypatch):
+    """conf/config.yaml holds the defaults list and only what is not a schema default (data.root
+    from the environment); composing nothing gives the schema; the training loop's settings take
+    the schema's defaults and sweeps copy the same keys."""
+    from omegaconf import OmegaConf
+
+    from l2reg import sweep
+    from l2reg.config import TrainConfig, default_config_dir
+    from l2reg.train import TRAIN_KEYS, TrainSettings
+
+    yaml = OmegaConf.load(default_config_dir() / "config.yaml")
+    assert set(yaml) == {"defaults", "data"} and set(yaml.data) == {"root"}
+    monkeypatch.setenv("L2SWEEP_DATA", "/mnist")
+    [(_, cfg)] = compose()
+    assert cfg == dataclasses.replace(Config(), data=dataclasses.replace(Config().data, root="/mnist"))
+    assert set(TRAIN_KEYS) == {f.name for f in dataclasses.fields(TrainConfig)} - {"device", "pack_size", "compile"}
+    assert all(getattr(TrainSettings(), key) == getattr(TrainConfig(), key) for key in TRAIN_KEYS)
+    assert (TrainSettings().train_size, TrainSettings().compile, TrainSettings().features) == (None, False, True)
+    changed = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, lr=0.5, plateau_patience=7, dropout=0.25),
+                                  data=dataclasses.replace(cfg.data, train_size=1000))
+    settings = sweep.train_settings(changed, "cpu", 54_000)
+    assert (settings.lr, settings.plateau_patience, settings.dropout, settings.train_size) == (0.5, 7, 0.25, 1000)
+    assert settings.compile is False  # auto: 5 epochs x 8 steps of 1,000 images, too few to pay for compiling

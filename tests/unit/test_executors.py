@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 import submitit
 
-from l2reg import executors, sweep
+from l2reg import cpus, sweep
 from l2reg.config import ConfigError, LauncherConfig, expand_and_compose, from_dict, to_dict, validate
-from l2reg.executors import RunState
+from l2reg.executors import local, pack_job, slurm, slurm_jobs, status
+from l2reg.executors.status import RunState
 
 SWEEP = ["alpha=0,1e-4,1e-3", "target=weights,both", "seeds=2"]
 
@@ -81,7 +82,7 @@ def test_slurm_keys_become_sbatch_flags(tmp_path):
                               array_parallelism=3, max_num_timeout=2, setup=["module load cuda"],
                               additional_parameters={"mail_type": "END"}, signal_delay_s=120)
     ex = submitit.AutoExecutor(folder=tmp_path / "%j", cluster="slurm", slurm_max_num_timeout=2)
-    ex.update_parameters(**executors.slurm_parameters(launcher, "l2sweep-x"))
+    ex.update_parameters(**slurm.slurm_parameters(launcher, "l2sweep-x"))
     text = submitit.slurm.slurm._make_sbatch_string(command="CMD", folder=tmp_path / "%j", map_count=5,
                                                     **ex._executor.parameters)
     for flag in ("--time=30", "--cpus-per-task=4", "--gpus-per-node=1", "--mem=16GB", "--partition=gpu", "--qos=high",
@@ -89,19 +90,19 @@ def test_slurm_keys_become_sbatch_flags(tmp_path):
                  "--signal=USR2@120", "--mail-type=END", "--job-name=l2sweep-x"):
         assert f"#SBATCH {flag}\n" in text, flag
     assert text.index("module load cuda") < text.index("srun")
-    defaults = executors.slurm_parameters(LauncherConfig(name="slurm"), "x")
+    defaults = slurm.slurm_parameters(LauncherConfig(name="slurm"), "x")
     assert defaults == {"timeout_min": 60, "name": "x", "slurm_signal_delay_s": 90, "slurm_array_parallelism": 256}
 
 
 def test_worker_cores_round_robin():
-    assert [executors.worker_cores(i, 1, [0, 1]) for i in range(3)] == [[0], [1], [0]]
-    assert [executors.worker_cores(i, 2, [0, 1, 2, 3]) for i in range(2)] == [[0, 1], [2, 3]]
-    assert executors.worker_cores(0, 3, [5]) == [5]
+    assert [local.worker_cores(i, 1, [0, 1]) for i in range(3)] == [[0], [1], [0]]
+    assert [local.worker_cores(i, 2, [0, 1, 2, 3]) for i in range(2)] == [[0, 1], [2, 3]]
+    assert local.worker_cores(0, 3, [5]) == [5]
 
 
 def test_squeue_array_ranges_are_expanded():
-    assert executors._expand_ids("7_[2-4,9%2]") == ["7_2", "7_3", "7_4", "7_9"]
-    assert executors._expand_ids("7_3") == ["7_3"] and executors._expand_ids("8") == ["8"]
+    assert slurm_jobs._expand_ids("7_[2-4,9%2]") == ["7_2", "7_3", "7_4", "7_9"]
+    assert slurm_jobs._expand_ids("7_3") == ["7_3"] and slurm_jobs._expand_ids("8") == ["8"]
 
 
 # ---- the status rule, with submitit's real files and a faked squeue ----
@@ -123,7 +124,7 @@ class Folder:
         self.root = root
         self.folder = str(root / ".submitit" / "%j")
         (root / "runs").mkdir(parents=True)
-        executors.append_jobs(root, {"submitted_at": "t", "submitted_unix": submitted_unix, "job_ids": ["7"],
+        slurm_jobs.append_jobs(root, {"submitted_at": "t", "submitted_unix": submitted_unix, "job_ids": ["7"],
                                      "submitit_folder": self.folder,
                                      "tasks": [{"job_id": job, "run_ids": [rid]} for rid, job in tasks.items()]})
 
@@ -165,8 +166,8 @@ def test_status_rule_for_slurm_tasks(tmp_path, monkeypatch):
     queue = {"7_0": "PENDING", "7_1": "PENDING", "7_2": "COMPLETED", "7_3": "COMPLETED", "7_4": "CANCELLED",
              "7_7": "COMPLETED"}  # 7_5 and 7_6 purged
     asked = []
-    monkeypatch.setattr(executors, "squeue_states", lambda job_ids: asked.append(sorted(job_ids)) or queue)
-    states = executors.run_states(f.root, [*tasks, "not-submitted", "never"])
+    monkeypatch.setattr(slurm_jobs, "squeue_states", lambda job_ids: asked.append(sorted(job_ids)) or queue)
+    states = status.run_states(f.root, [*tasks, "not-submitted", "never"])
     got = {rid: (s.state, s.job_id) for rid, s in states.items()}
     assert got == {"active-with-error-pickle": ("queued", "7_0"), "pending": ("queued", "7_1"), "done": ("done", None),
                    "failed-file": ("failed", "7_3"), "cancelled": ("failed", "7_4"), "lost": ("failed", "7_5"),
@@ -189,10 +190,10 @@ def test_status_rule_for_slurm_tasks(tmp_path, monkeypatch):
 def test_a_failed_file_older_than_the_submission_is_not_the_reason(tmp_path, monkeypatch):
     f = Folder(tmp_path / "res", {"r": "9"}, submitted_unix=time.time())
     f.run_file(failed_record("r", "old error", finished_unix=time.time() - 3600))
-    monkeypatch.setattr(executors, "squeue_states", lambda job_ids: {"9": "RUNNING"})
-    assert executors.run_states(f.root, ["r"])["r"].state == "running"
-    monkeypatch.setattr(executors, "squeue_states", lambda job_ids: {"9": "OUT_OF_MEMORY"})
-    state = executors.run_states(f.root, ["r"])["r"]
+    monkeypatch.setattr(slurm_jobs, "squeue_states", lambda job_ids: {"9": "RUNNING"})
+    assert status.run_states(f.root, ["r"])["r"].state == "running"
+    monkeypatch.setattr(slurm_jobs, "squeue_states", lambda job_ids: {"9": "OUT_OF_MEMORY"})
+    state = status.run_states(f.root, ["r"])["r"]
     assert (state.state, state.detail) == ("failed", "SLURM ended the job: OUT_OF_MEMORY")
 
 
@@ -202,10 +203,10 @@ def test_without_squeue_an_open_task_is_unknown_not_failed(tmp_path, monkeypatch
     f.run_file(ok_record("s"))
 
     def no_squeue(job_ids):
-        raise executors.SchedulerError("squeue not found on PATH")
+        raise slurm_jobs.SchedulerError("squeue not found on PATH")
 
-    monkeypatch.setattr(executors, "squeue_states", no_squeue)
-    reader = executors.StatusReader(f.root)
+    monkeypatch.setattr(slurm_jobs, "squeue_states", no_squeue)
+    reader = status.StatusReader(f.root)
     states = reader()
     assert {rid: s.state for rid, s in states.items()} == {"r": "unknown", "s": "done"}
     assert reader.scheduler_error == "squeue not found on PATH"
@@ -214,34 +215,34 @@ def test_without_squeue_an_open_task_is_unknown_not_failed(tmp_path, monkeypatch
 def test_a_run_trained_on_this_host_is_running_by_its_lock(tmp_path):
     runs = tmp_path / "res" / "runs"
     runs.mkdir(parents=True)
-    lock = sweep.RunLock(runs / ".locks", "r")
+    lock = pack_job.RunLock(runs / ".locks", "r")
     assert lock.acquire()
     try:
-        state = executors.run_states(tmp_path / "res", ["r"])["r"]
+        state = status.run_states(tmp_path / "res", ["r"])["r"]
         assert (state.state, state.detail) == ("running", f"pid {__import__('os').getpid()} on this host")
     finally:
         lock.release()
-    assert executors.run_states(tmp_path / "res", ["r"])["r"] == RunState("r", "not started")
+    assert status.run_states(tmp_path / "res", ["r"])["r"] == RunState("r", "not started")
     assert lock.acquire()  # status never took the lock
     lock.release()
 
 
 def test_jobs_json_keeps_every_submission(tmp_path):
     for n in range(3):
-        executors.append_jobs(tmp_path, {"job_ids": [str(n)], "submitted_unix": n, "submitit_folder": "f",
+        slurm_jobs.append_jobs(tmp_path, {"job_ids": [str(n)], "submitted_unix": n, "submitit_folder": "f",
                                          "tasks": [{"job_id": str(n), "run_ids": [f"r{n}"]}]})
-    assert [s["job_ids"] for s in executors.read_jobs(tmp_path)] == [["0"], ["1"], ["2"]]
+    assert [s["job_ids"] for s in slurm_jobs.read_jobs(tmp_path)] == [["0"], ["1"], ["2"]]
     (tmp_path / "jobs.json").write_text("{truncated")
-    assert executors.read_jobs(tmp_path) == []
+    assert slurm_jobs.read_jobs(tmp_path) == []
 
 
 def test_a_damaged_jobs_json_is_kept_aside_not_replaced(tmp_path):
     (tmp_path / "jobs.json").write_text("{truncated")
-    executors.append_jobs(tmp_path, {"job_ids": ["5"], "submitted_unix": 5, "submitit_folder": "f",
+    slurm_jobs.append_jobs(tmp_path, {"job_ids": ["5"], "submitted_unix": 5, "submitit_folder": "f",
                                      "tasks": [{"job_id": "5", "run_ids": ["r5"]}]})
     kept = list(tmp_path.glob("jobs.json.damaged-*"))
     assert len(kept) == 1 and kept[0].read_text() == "{truncated"
-    assert [s["job_ids"] for s in executors.read_jobs(tmp_path)] == [["5"]]
+    assert [s["job_ids"] for s in slurm_jobs.read_jobs(tmp_path)] == [["5"]]
 
 
 def test_non_final_squeue_states_stay_active_and_completed_without_a_result_is_not_failed(tmp_path, monkeypatch):
@@ -249,13 +250,13 @@ def test_non_final_squeue_states_stay_active_and_completed_without_a_result_is_n
     tasks = {"preempted": "8_0", "special": "8_1", "newer": "8_2", "completed-unseen": "8_3"}
     f = Folder(tmp_path / "res", tasks, submitted_unix=time.time() - 60)
     queue = {"8_0": "PREEMPTED", "8_1": "SPECIAL_EXIT", "8_2": "SOME_NEW_STATE", "8_3": "COMPLETED"}
-    monkeypatch.setattr(executors, "squeue_states", lambda job_ids: queue)
-    states = executors.run_states(f.root, list(tasks))
+    monkeypatch.setattr(slurm_jobs, "squeue_states", lambda job_ids: queue)
+    states = status.run_states(f.root, list(tasks))
     assert {rid: s.state for rid, s in states.items()} == {"preempted": "queued", "special": "queued",
                                                            "newer": "queued", "completed-unseen": "unknown"}
     # once squeue has forgotten it and the result never came, the job is lost (failed)
-    monkeypatch.setattr(executors, "squeue_states", lambda job_ids: {})
-    assert executors.run_states(f.root, ["completed-unseen"])["completed-unseen"].state == "failed"
+    monkeypatch.setattr(slurm_jobs, "squeue_states", lambda job_ids: {})
+    assert status.run_states(f.root, ["completed-unseen"])["completed-unseen"].state == "failed"
 
 
 @pytest.mark.parametrize("timeout_min, delay, refused", [
@@ -271,7 +272,36 @@ def test_signal_delay_longer_than_submitit_counts_as_a_time_limit_is_refused(tim
 
 
 def test_default_workers_fill_the_cores_at_threads_per_worker(monkeypatch):
-    monkeypatch.setattr(executors, "available_cores", lambda: [0, 1, 2, 3, 4])
-    assert executors.default_n_jobs("cpu") == 5
-    assert executors.default_n_jobs("cpu", threads_per_worker=2) == 2
-    assert executors.default_n_jobs("cpu", threads_per_worker=8) == 1
+    monkeypatch.setattr(cpus, "available_cores", lambda: [0, 1, 2, 3, 4])
+    assert local.default_n_jobs("cpu") == 5
+    assert local.default_n_jobs("cpu", threads_per_worker=2) == 2
+    assert local.default_n_jobs("cpu", threads_per_worker=8) == 1
+
+
+def test_the_executors_import_neither_torch_nor_submitit_until_slurm_is_used():
+    import subprocess
+    import sys
+
+    probe = ("import sys; import l2reg.executors, l2reg.executors.inprocess, l2reg.executors.local, "
+             "l2reg.executors.status, l2reg.executors.slurm_jobs, l2reg.executors.pack_job, l2reg.runner; "
+             "light = sorted(m for m in ('torch', 'submitit') if m in sys.modules); "
+             "import l2reg.executors.slurm; print(light, 'submitit' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[0] == "[] True"
+
+
+def test_a_slurm_task_pickles_its_pack_by_module_path(tmp_path):
+    """submitit pickles the task and its PackJob by reference: a node imports them from these modules."""
+    import pickle
+
+    from submitit.core.utils import cloudpickle_dump, pickle_load
+
+    [job] = pack_job.make_jobs(sweep.plan([cfg for _, cfg in compose("alpha=1e-3", "seed=0")])[1:], tmp_path, 1)
+    cloudpickle_dump((slurm.PackTask(), job), tmp_path / "task.pkl")
+    text = (tmp_path / "task.pkl").read_bytes()
+    assert b"l2reg.executors.slurm" in text and b"l2reg.executors.pack_job" in text
+    task, loaded = pickle_load(tmp_path / "task.pkl")
+    assert type(task) is slurm.PackTask and loaded == job and pickle.loads(pickle.dumps(loaded)) == job
+    remaining = task.checkpoint(loaded).args[0]  # nothing written yet: the whole pack goes again
+    assert remaining == job

@@ -2,6 +2,7 @@
 
 import math
 
+import pytest
 import torch
 
 from l2reg.model import ArticleCNN
@@ -44,3 +45,15 @@ def test_dropout_mask_replaces_module_dropout():
     assert torch.equal(model(x, dropout_mask=ones), model.eval()(x))
     zeros = torch.zeros(3, 64)
     assert torch.allclose(model(x, dropout_mask=zeros), model.fc2.bias.expand(3, 10))
+
+
+def test_the_data_loss_and_the_tap_sizes():
+    from l2reg.model import activation_units, cross_entropy
+
+    logits, labels = torch.tensor([[2.0, 0.0], [0.0, 1.0]]), torch.tensor([0, 0])
+    each = [math.log(1 + math.exp(-2.0)), math.log(1 + math.exp(1.0))]  # -log softmax of the label
+    assert cross_entropy(logits, labels).item() == pytest.approx(sum(each) / 2)
+    assert cross_entropy(logits, labels, reduction="sum").item() == pytest.approx(sum(each))
+    state = torch.random.get_rng_state()
+    assert activation_units() == 32 * 26 * 26 + 64 * 11 * 11  # A1 and A2 of one 28x28 image
+    assert torch.equal(torch.random.get_rng_state(), state)  # shapes only: no draw from the global generator

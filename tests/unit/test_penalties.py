@@ -3,8 +3,9 @@
 import pytest
 import torch
 
+from l2reg import penalties
 from l2reg.model import ArticleCNN
-from l2reg.penalties import activation_penalty, norm_sum, reported_sq_norm, uses, weight_penalty
+from l2reg.penalties import activation_penalty, norm_sum, reported_sq_norm, terms_for, weight_penalty
 
 
 @pytest.fixture
@@ -55,23 +56,30 @@ def test_activation_penalty_is_per_sample_mean_so_doubling_the_batch_changes_not
         activation_penalty([a], 1e-3).item(), rel=1e-5)
 
 
+def names(setting):
+    return [term.name for term in terms_for(setting)]
+
+
 def test_targets_and_unknown_norm():
-    assert uses("weights") == (True, False)
-    assert uses("activations") == (False, True)
-    assert uses("both") == (True, True)
+    assert penalties.targets() == ("weights", "activations", "both")
+    assert {t.target for t in terms_for({"target": "both"})} == {"weights", "activations"}
     with pytest.raises(ValueError, match="unknown norm 'l3'"):
         norm_sum(torch.ones(2), "l3")
 
 
 def test_terms_for_maps_settings_to_terms_and_refuses_what_is_not_wired():
-    from l2reg.penalties import NotWired, Term, terms_for
+    from l2reg.penalties import NotWired
 
-    assert terms_for({"target": "both", "norm": "l2", "form": "loss", "scope": "conv"}) == (
-        Term("weights", "conv", "l2", "loss"), Term("activations", "taps", "l2", "loss"))
-    assert terms_for({"target": "weights", "norm": "l1", "scope": "all"}) == (
-        Term("weights", "conv", "l1", "loss"), Term("weights", "dense", "l1", "loss"))
-    assert terms_for({"target": "weights", "form": "decoupled", "scope": "dense"}) == (
-        Term("weights", "dense", "l2", "decoupled"),)
+    assert names({"target": "both", "norm": "l2", "form": "loss", "scope": "conv"}) == [
+        "weights-conv-l2-loss", "activations-taps-l2-loss"]
+    assert names({"target": "weights", "norm": "l1", "scope": "all"}) == ["weights-conv-l1-loss",
+                                                                          "weights-dense-l1-loss"]
+    assert names({"target": "weights", "form": "decoupled", "scope": "dense"}) == ["weights-dense-l2-decoupled"]
+    assert names({"target": "activations", "scope": "all"}) == ["activations-taps-l2-loss"]  # scope: not read
+    assert names({}) == names({"target": "both", "norm": "l2", "form": "loss", "scope": "conv"})  # axes off
+    assert penalties.unread_axes({"target": "activations", "norm": "l1", "form": "loss", "scope": "dense"}) == (
+        "scope",)
+    assert penalties.unread_axes({"target": "weights", "norm": "l1", "form": "loss", "scope": "dense"}) == ()
     for setting, message in [({"target": "bias"}, "target=bias is not wired"),
                              ({"scope": "everything"}, "scope=everything is not wired"),
                              ({"target": "both", "form": "decoupled"}, "needs target=weights"),
@@ -81,20 +89,60 @@ def test_terms_for_maps_settings_to_terms_and_refuses_what_is_not_wired():
             terms_for(setting)
 
 
-def test_loss_penalty_sums_the_terms_with_their_coefficients(model):
-    from l2reg.penalties import TERMS, Term, loss_penalty
+def test_loss_penalty_sums_the_given_terms_with_their_coefficients(model):
+    from l2reg.penalties import loss_penalty, term
 
     params = dict(model.named_parameters())
     a1 = torch.full((2, 3, 2, 2), 3.0)  # sum of squares 216, of |a| 72
-    coef = torch.zeros(len(TERMS), dtype=torch.float64)
-    coef[TERMS.index(Term("weights", "conv", "l2", "loss"))] = 0.01  # 0.01 * 256.32
-    coef[TERMS.index(Term("weights", "dense", "l1", "loss"))] = 1e-4  # fc1 only non-trivial: 3 * 1600 * 64
-    coef[TERMS.index(Term("activations", "taps", "l1", "loss"))] = 0.5  # 0.5 * 72 / 2
-    coef[TERMS.index(Term("weights", "conv", "l2", "decoupled"))] = 99.0  # not a loss term: ignored
+    logits, labels = torch.zeros(2, 10), torch.zeros(2, dtype=torch.long)
+    terms = [term("weights-conv-l2-loss"), term("weights-dense-l1-loss"), term("activations-taps-l1-loss"),
+             term("weights-conv-l2-decoupled")]
+    # 0.01 * 256.32; fc1 only non-trivial: 3 * 1600 * 64; 0.5 * 72 / 2; a decoupled term is the optimizer's
+    coef = torch.tensor([0.01, 1e-4, 0.5, 99.0], dtype=torch.float64)
     fc2 = params["fc2.weight"].abs().sum().item()
     expected = 2.5632 + 1e-4 * (3.0 * 1600 * 64 + fc2) + 18.0
-    assert loss_penalty(params, [a1], coef).item() == pytest.approx(expected, rel=1e-6)
-    assert loss_penalty(params, [a1], torch.zeros(len(TERMS))).item() == 0.0
+    assert loss_penalty(terms, coef, params, [a1], logits, labels).item() == pytest.approx(expected, rel=1e-6)
+    assert loss_penalty(terms, torch.zeros(4), params, [a1], logits, labels).item() == 0.0
+    assert loss_penalty((), torch.zeros(0), params, [a1], logits, labels).item() == 0.0  # no term: exactly 0
+
+
+def test_a_registered_term_on_the_logits_is_a_target_config_and_sweeps_know():
+    from dataclasses import replace
+
+    from l2reg import axes, sweep
+    from l2reg.config import Config, ConfigError, validate
+
+    def confidence(alpha, logits):  # a confidence penalty: alpha * the mean negative entropy
+        return alpha * (logits.softmax(dim=1) * logits.log_softmax(dim=1)).sum(dim=1).mean()
+
+    term = penalties.register(penalties.Term("confidence-logits", "confidence", ("logits",), confidence))
+    try:
+        assert penalties.targets()[-1] == "confidence" and "confidence" in axes.axis("target").choices()
+        assert terms_for({"target": "confidence", "norm": "l1", "scope": "all"}) == (term,)  # reads neither
+        cfg = replace(Config(), alpha=1e-2, target="confidence", norm="l1", seed=0)
+        validate(cfg)
+        assert sweep.run_id(cfg).startswith("confidence-l2-a0.01-constant-s0-")  # norm canonical: it is unread
+        assert sweep.run_id(cfg) == sweep.run_id(replace(cfg, norm="l2"))
+        with pytest.raises(ConfigError, match="form=decoupled is weight decay"):
+            validate(replace(cfg, form="decoupled"))
+        logits = torch.tensor([[2.0, 0.0], [0.0, 0.0]])
+        value = term.value(torch.tensor(1.0), {}, [], logits, torch.zeros(2, dtype=torch.long))
+        p = torch.tensor([2.0, 0.0]).softmax(0)
+        assert value.item() == pytest.approx(((p * p.log()).sum() + torch.tensor(0.5).log()).item() / 2)
+        with pytest.raises(ValueError, match="registered already"):
+            penalties.register(term)
+    finally:
+        penalties.unregister(term.name)
+    assert "confidence" not in penalties.targets()
+    with pytest.raises(ConfigError, match="target=confidence is unknown"):
+        validate(replace(Config(), alpha=1e-2, target="confidence"))
+
+
+def test_a_term_declares_what_it_reads():
+    with pytest.raises(ValueError, match="unknown part 'gradients'"):
+        penalties.Term("bad", "bad", ("gradients",), lambda alpha, g: g)
+    with pytest.raises(ValueError, match="its group must be one of conv, dense"):
+        penalties.Term("bad", "bad", ("params",), lambda alpha, kernels: kernels, group="biases")
 
 
 def test_reported_sq_norm_is_the_float64_sum_of_squares_whatever_the_thread_count():

@@ -1,6 +1,7 @@
-"""l2reg.stats: every p-value and CI against scipy, Holm by hand, each call and each verdict branch
-from constructed sweeps, contexts as separate families, seeds_needed and the stability power against
-simulation, the bootstrap against brute force and its coverage, and a JSON-clean verdict."""
+"""l2reg.stats, l2reg.analysis and the claims: every p-value and CI against scipy, Holm by hand,
+each call and each verdict branch from constructed sweeps, contexts as separate families,
+seeds_needed and the stability power against simulation, the bootstrap against brute force and its
+coverage, and a JSON-clean verdict."""
 
 import json
 
@@ -10,9 +11,13 @@ import pytest
 from scipy import stats as sps
 
 from l2reg import stats as S
+from l2reg.analysis import DEFAULT_MIN_FEATURE_EFFECT_PP, analyse, stat_columns, summary_columns
+from l2reg.claims import names as claim_names
+from l2reg.claims.accuracy import SENSITIVITY_MARGINS_PP
+from l2reg.claims.accuracy import family_tests as accuracy_tests
+from l2reg.claims.base import ABOVE_ZERO_ONLY
+from l2reg.claims.features import METRICS as FEATURE_METRICS
 from l2reg.stats import (
-    accuracy_tests,
-    analyse,
     bootstrap_gain,
     draw_bootstrap_counts,
     hedges_g,
@@ -23,7 +28,6 @@ from l2reg.stats import (
     seeds_needed,
     spread_power,
     spread_seeds_needed,
-    summary_columns,
     t_test_power,
     welch,
 )
@@ -121,7 +125,7 @@ def test_each_call_from_a_constructed_family():
     noise = rng.standard_normal(6)
     noise = (noise - noise.mean()) / noise.std(ddof=1)  # exactly mean 0, sd 1
     diffs = {"better": 0.5 + 0.03 * noise, "equivalent": 0.02 * noise, "worse": -0.5 + 0.05 * noise,
-             S.ABOVE_ZERO_ONLY: 0.12 + 0.03 * noise, "undecided": 0.05 + 0.5 * noise, "not tested": [0.4]}
+             ABOVE_ZERO_ONLY: 0.12 + 0.03 * noise, "undecided": 0.05 + 0.5 * noise, "not tested": [0.4]}
     table = accuracy_tests(list(diffs.values()), M)
     assert table["call"].tolist() == list(diffs)
     tested = table["paired_n"] >= 2
@@ -142,7 +146,7 @@ def test_summary_numbers_match_scipy_and_columns_are_declared():
     runs.loc[len(runs)] = {**runs.iloc[-1].to_dict(), "run_id": "x", "seed": 9, "status": "diverged",
                            "test_acc": np.nan}
     summary = analyse(runs, COLS, M).summary
-    assert list(summary.columns) == summary_columns(COLS) == ["context", *COLS, *S.SUMMARY_STAT_COLUMNS]
+    assert list(summary.columns) == summary_columns(COLS) == ["context", *COLS, *stat_columns()]
     assert summary.iloc[0]["call"] == "baseline" and summary.iloc[0]["alpha"] == 0
     row, other = row_of(summary, 1e-3), row_of(summary, 1e-4)
     setting = BASE + d1
@@ -558,7 +562,7 @@ def feature_runs(delta: dict, sd=0.05, n=6, seed=0):
     """probe/noise metrics: baseline ~80 %, setting = baseline + delta[metric] + noise."""
     rng = np.random.default_rng(seed)
     arms = {0.0: {"test_acc": BASE[:n]}, 1e-3: {"test_acc": BASE[:n]}}
-    for metric in S.FEATURE_METRICS:
+    for metric in FEATURE_METRICS:
         base = 80 + rng.standard_normal(n)
         arms[0.0][metric] = base
         arms[1e-3][metric] = base + delta.get(metric, 0.0) + sd * rng.standard_normal(n)
@@ -573,11 +577,11 @@ def test_features_verdict_branches_and_scipy_numbers():
     claim, row = result.verdicts["c"]["features"], row_of(result.summary, 1e-3)
     assert claim["verdict"] == "supported" and "probe_acc_100" in claim["reasons"][1]
     d = {m: runs.loc[runs["alpha"] == 1e-3, m].to_numpy() - runs.loc[runs["alpha"] == 0, m].to_numpy()
-         for m in [*S.FEATURE_METRICS, "zero_fraction"]}
-    mf = S.DEFAULT_MIN_FEATURE_EFFECT_PP  # the feature claim's own margin, 0.5 pp
+         for m in [*FEATURE_METRICS, "zero_fraction"]}
+    mf = DEFAULT_MIN_FEATURE_EFFECT_PP  # the feature claim's own margin, 0.5 pp
     assert mf == 0.5 and claim["min_effect_pp"] == mf
-    p = [sps.ttest_1samp(d[m], mf, alternative="greater").pvalue for m in S.FEATURE_METRICS]
-    assert [row[f"{m}_p_superior_holm"] for m in S.FEATURE_METRICS] == pytest.approx(holm(p).tolist())
+    p = [sps.ttest_1samp(d[m], mf, alternative="greater").pvalue for m in FEATURE_METRICS]
+    assert [row[f"{m}_p_superior_holm"] for m in FEATURE_METRICS] == pytest.approx(holm(p).tolist())
     assert row["noise_acc_0.2_delta_pp"] == pytest.approx(d["noise_acc_0.2"].mean())
     assert row["noise_acc_0.2_p_inferior"] == pytest.approx(
         sps.ttest_1samp(d["noise_acc_0.2"], mf, alternative="less").pvalue)
@@ -603,10 +607,10 @@ def test_a_feature_gain_does_not_count_in_a_setting_worse_on_another_feature_met
     result = analyse(runs, COLS)
     claim, row = result.verdicts["c"]["features"], row_of(result.summary, 1e-3)
     d = {m: runs.loc[runs["alpha"] == 1e-3, m].to_numpy() - runs.loc[runs["alpha"] == 0, m].to_numpy()
-         for m in S.FEATURE_METRICS}
-    p_worse = [sps.ttest_1samp(d[m], 0.0, alternative="less").pvalue for m in S.FEATURE_METRICS]
-    assert [row[f"{m}_p_worse"] for m in S.FEATURE_METRICS] == pytest.approx(p_worse)
-    assert [row[f"{m}_p_worse_holm"] for m in S.FEATURE_METRICS] == pytest.approx(holm(p_worse).tolist())
+         for m in FEATURE_METRICS}
+    p_worse = [sps.ttest_1samp(d[m], 0.0, alternative="less").pvalue for m in FEATURE_METRICS]
+    assert [row[f"{m}_p_worse"] for m in FEATURE_METRICS] == pytest.approx(p_worse)
+    assert [row[f"{m}_p_worse_holm"] for m in FEATURE_METRICS] == pytest.approx(holm(p_worse).tolist())
     assert row["probe_acc_100_p_superior_holm"] < 0.05 and row["noise_acc_0.3_p_worse_holm"] < 0.05
     assert claim["verdict"] == "inconclusive"
     assert any("so they do not count" in r and "probe_acc_100" in r and "worse on noise_acc_0.3" in r
@@ -628,11 +632,11 @@ def test_verdict_json_is_plain_and_complete():
     back = json.loads(text)
     assert set(back["contexts"]) == {"c", "lonely"} and back["min_effect_pp"] == 0.1
     for context in back["contexts"].values():
-        assert set(context["claims"]) == set(S.CLAIMS)
+        assert set(context["claims"]) == set(claim_names())
         for claim in context["claims"].values():
             assert {"verdict", "reasons", "min_effect_pp", "seeds_needed", "tests"} <= set(claim)
             assert claim["verdict"] in {"supported", "not supported", "inconclusive", "not tested"}
-        assert [r["min_effect_pp"] for r in context["sensitivity"]] == list(S.SENSITIVITY_MARGINS_PP)
+        assert [r["min_effect_pp"] for r in context["sensitivity"]] == list(SENSITIVITY_MARGINS_PP)
     assert back["contexts"]["lonely"]["claims"]["accuracy"]["verdict"] == "not tested"
 
 
@@ -643,7 +647,7 @@ def test_a_tie_stays_in_holms_family_as_no_evidence_and_out_of_the_seed_planning
     assert family["p_superior"].iloc[0] == pytest.approx(raw) and 0.025 < raw < 0.05
     assert family["p_superior_holm"].iloc[0] == pytest.approx(2 * raw)  # the tie counts as p = 1
     assert np.isnan(family["p_superior_holm"].iloc[1])
-    assert family["call"].tolist() == [S.ABOVE_ZERO_ONLY, "undecided"]  # above zero (Holm 2 x p), not above m
+    assert family["call"].tolist() == [ABOVE_ZERO_ONLY, "undecided"]  # above zero (Holm 2 x p), not above m
     assert holm_family([0.01, np.nan, np.nan], [5, 2, 1]) == pytest.approx([0.02, np.nan, np.nan], nan_ok=True)
     # no sd to plan with: None, never the search's upper bound
     assert seeds_needed(0.21, 1e-14, 0.025) is None and seeds_needed(0.03, 0.0, 0.05) is None

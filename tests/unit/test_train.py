@@ -5,11 +5,11 @@ import math
 import pytest
 import torch
 
-from l2reg import penalties
+from l2reg import evaluate, penalties, schedules
 from l2reg import train as train_module
 from l2reg.config import ScheduleConfig
 from l2reg.data import load_mnist
-from l2reg.penalties import TERMS, Term
+from l2reg.model import ArticleCNN
 from l2reg.train import (
     TrainSettings,
     _compiled_objective,
@@ -17,6 +17,7 @@ from l2reg.train import (
     _Plateau,
     coefficient_table,
     make_spec,
+    pack_terms,
     train_pack,
 )
 
@@ -27,23 +28,26 @@ def spec(seed=0, alpha=0.0, target="both", norm="l2", schedule="constant", form=
     return make_spec(seed, alpha, ScheduleConfig(schedule, **kw), target=target, norm=norm, form=form, scope=scope)
 
 
-def column(kind, group, norm, form="loss"):
-    return TERMS.index(Term(kind, group, norm, form))
-
-
 def test_coefficient_table_columns_and_times():
     specs = [spec(alpha=0.0), spec(alpha=1e-3, target="weights"), spec(alpha=2e-3, target="both", norm="l1"),
              spec(alpha=1e-3, target="activations", schedule="exponential", gamma=1.0),
              spec(alpha=3e-3, target="weights", form="decoupled", scope="all")]
+    # the columns: the terms the regularized runs use (the union), in registration order
+    terms = [t.name for t in pack_terms(specs)]
+    assert terms == ["weights-conv-l2-loss", "weights-conv-l1-loss", "activations-taps-l2-loss",
+                     "activations-taps-l1-loss", "weights-conv-l2-decoupled", "weights-dense-l2-decoupled"]
     table = coefficient_table(specs, epochs=2, steps_per_epoch=4)
-    assert table.shape == (8, 5, len(TERMS)) and len(TERMS) == 8
+    assert table.shape == (8, 5, len(terms))
     assert table[:, 0].abs().sum() == 0  # baseline: no penalty at all
 
+    def column(kind, group, norm, form="loss"):
+        return terms.index(f"{kind}-{group}-{norm}-{form}")
+
     def only(run, values: dict):
-        expected = torch.zeros(len(TERMS), dtype=torch.float64)
+        expected = torch.zeros(len(terms), dtype=torch.float64)
         for col, value in values.items():
             expected[col] = value
-        assert torch.equal(table[:, run], expected.expand(8, len(TERMS))), run
+        assert torch.equal(table[:, run], expected.expand(8, len(terms))), run
 
     only(1, {column("weights", "conv", "l2"): 1e-3})
     only(2, {column("weights", "conv", "l1"): 2e-3, column("activations", "taps", "l1"): 2e-3})
@@ -109,24 +113,35 @@ def test_decoupled_run_decays_its_kernels_and_adds_nothing_to_the_loss(tiny_mnis
     assert torch.equal(plain["params"]["conv1.bias"] != 0, conv["params"]["conv1.bias"] != 0)  # biases: no decay
 
 
-def test_a_zero_coefficient_changes_nothing_to_the_bit(tiny_mnist):
-    """Every run computes every term; for the baseline all coefficients are 0, and its numbers are
-    those of a loop with no penalty code at all (the same gradients to the bit)."""
+def untimed(history):
+    return [{k: v for k, v in h.items() if k not in ("seconds", "train_seconds")} for h in history]
+
+
+@pytest.fixture
+def zero_schedule(monkeypatch):
+    """A schedule with s(t) = 0: a regularized run (alpha > 0) whose terms are computed at
+    coefficient 0 at every step."""
+    monkeypatch.setitem(schedules._REGISTRY, "zero", lambda cfg, t, total: 0.0)
+    monkeypatch.setitem(schedules.PARAMETERS, "zero", ())
+    return ScheduleConfig("zero")
+
+
+def test_terms_at_a_zero_coefficient_train_the_baseline_to_the_bit(tiny_mnist, zero_schedule):
+    """The baseline computes no penalty term at all; a run computing every built-in term at
+    coefficient 0 (a pack mate's columns, say) gets its very numbers: 0 * term adds exactly 0.0
+    to the loss and the gradients, and a 0 decay multiplies by exactly 1.0."""
     data = load_mnist(tiny_mnist)
     settings = TrainSettings(epochs=1, batch_size=64, eval_batch_size=100, features=False)
-    ours = train_pack([spec(seed=3)], data, settings, keep_params=True)[0]
-    original = penalties.loss_penalty
-
-    def no_penalty(params, activations, coefficients):
-        return torch.zeros((), dtype=coefficients.dtype)
-
-    penalties.loss_penalty = no_penalty
-    try:
-        bare = train_pack([spec(seed=3)], data, settings, keep_params=True)[0]
-    finally:
-        penalties.loss_penalty = original
-    for name in ours["params"]:
-        assert torch.equal(ours["params"][name], bare["params"][name]), name
+    assert pack_terms([spec(seed=3)]) == ()
+    bare = train_pack([spec(seed=3)], data, settings, keep_params=True)[0]
+    for setting in ({"target": "both", "norm": "l1", "scope": "all"},
+                    {"target": "weights", "form": "decoupled", "scope": "all"}):
+        zero = make_spec(3, 1.0, zero_schedule, **setting)
+        assert pack_terms([zero]) == zero.terms and len(zero.terms) == 3 - (setting["target"] == "weights")
+        ours = train_pack([zero], data, settings, keep_params=True)[0]
+        for name in bare["params"]:
+            assert torch.equal(ours["params"][name], bare["params"][name]), (setting, name)
+        assert ours["metrics"] == bare["metrics"] and untimed(ours["history"]) == untimed(bare["history"])
 
 
 def test_train_size_draws_a_subset_per_seed_and_keeps_the_validation_set(tiny_mnist):
@@ -187,9 +202,6 @@ def test_a_cpu_run_repeats_to_the_bit_and_depends_on_its_seed(tiny_mnist):
     first = train_pack([spec(seed=0, alpha=1e-3)], data, TINY)[0]
     again = train_pack([spec(seed=0, alpha=1e-3)], data, TINY)[0]
     other = train_pack([spec(seed=1, alpha=1e-3)], data, TINY)[0]
-
-    def untimed(history):
-        return [{k: v for k, v in h.items() if k not in ("seconds", "train_seconds")} for h in history]
 
     assert untimed(first["history"]) == untimed(again["history"])
     assert first["metrics"] == again["metrics"]
@@ -257,3 +269,80 @@ def test_compiled_pack_matches_eager_pack(tiny_mnist, monkeypatch):
             for key in ("train_loss", "train_penalty", "val_loss"):
                 assert x[key] == pytest.approx(y[key], rel=2e-3, abs=1e-7), key
         assert a["metrics"]["weight_sq_norm"] == pytest.approx(b["metrics"]["weight_sq_norm"], rel=1e-3)
+
+
+def _negative_entropy(alpha, logits):
+    """A confidence penalty (Pereyra et al. 2017): alpha * mean over the batch of sum p log p."""
+    return alpha * (logits.softmax(dim=1) * logits.log_softmax(dim=1)).sum(dim=1).mean()
+
+
+@pytest.fixture
+def confidence_term():
+    term = penalties.register(penalties.Term("confidence-logits", "confidence", ("logits",), _negative_entropy))
+    yield term
+    penalties.unregister(term.name)
+
+
+@pytest.fixture
+def max_softmax_metric():
+    metric = evaluate.register(evaluate.Metric("mean_max_softmax", lambda b: b.logits.softmax(dim=1).amax(dim=1).sum()))
+    yield metric
+    evaluate.unregister(metric.name)
+
+
+def test_a_term_and_a_metric_registered_here_train_and_report(tiny_mnist, confidence_term, max_softmax_metric,
+                                                              zero_schedule):
+    """A penalty on the logits and a test-set metric, each one registration in this file: the term
+    changes the training (its coefficient-0 version does not, to the bit) and the metric lands in
+    every run's metrics and, appended, in the metric columns."""
+    data = load_mnist(tiny_mnist)
+    settings = TrainSettings(epochs=1, batch_size=64, eval_batch_size=100, features=False)
+    base, confident, zero = train_pack([make_spec(0), make_spec(0, 0.5, target="confidence"),
+                                        make_spec(0, 0.5, zero_schedule, target="confidence")], data, settings,
+                                       keep_params=True)
+    assert confident["metrics"]["penalty"] < 0  # the mean negative entropy, times alpha
+    assert not torch.equal(confident["params"]["fc2.weight"], base["params"]["fc2.weight"])
+    assert untimed(confident["history"]) != untimed(base["history"])
+    # at coefficient 0 the term changes nothing, to the bit: in the pack, and alone (where the
+    # baseline's step has no penalty code at all and the zero run's step computes the term)
+    [base_alone] = train_pack([make_spec(0)], data, settings, keep_params=True)
+    [zero_alone] = train_pack([make_spec(0, 0.5, zero_schedule, target="confidence")], data, settings,
+                              keep_params=True)
+    for name in base["params"]:
+        assert torch.equal(zero["params"][name], base["params"][name]), name
+        assert torch.equal(zero_alone["params"][name], base_alone["params"][name]), name
+    assert zero["metrics"] == base["metrics"] and zero_alone["metrics"] == base_alone["metrics"]
+    assert evaluate.metric_columns()[-1] == "mean_max_softmax"
+    for result in (base, confident):  # recomputed here, from the run's own final parameters
+        model = ArticleCNN().eval()
+        model.load_state_dict(result["params"])
+        with torch.no_grad():
+            expected = model(data.test_x).softmax(dim=1).amax(dim=1).mean().item()
+        assert result["metrics"]["mean_max_softmax"] == pytest.approx(expected, rel=1e-5)
+    assert confident["metrics"]["mean_max_softmax"] < base["metrics"]["mean_max_softmax"]  # less confident
+
+
+def test_a_run_computes_only_its_terms(tiny_mnist, monkeypatch):
+    """Each evaluation of a term is counted: a run of another term, and the baseline, never
+    evaluate it; a run of it evaluates it once per step and per validation batch, in a pack too."""
+    calls = []
+
+    def counted(alpha, logits, labels):
+        calls.append(logits.shape[0])
+        return alpha * logits.square().mean()
+
+    term = penalties.register(penalties.Term("counted-logits", "counted", ("logits", "labels"), counted))
+    try:
+        data = load_mnist(tiny_mnist)  # 540 training images (9 steps of 64), 60 validation (1 batch of 100)
+        settings = TrainSettings(epochs=1, batch_size=64, eval_batch_size=100, features=False)
+        train_pack([spec(alpha=1e-3, target="weights"), spec(seed=1)], data, settings)
+        assert calls == []
+        counted_spec = make_spec(2, 1e-3, target="counted")
+        assert counted_spec.terms == (term,) and pack_terms([spec(alpha=1e-3), counted_spec])[-1] == term
+        train_pack([counted_spec], data, settings)
+        assert calls == [64] * 8 + [28, 60]  # 8 full steps, the partial one, the validation batch
+        calls.clear()
+        train_pack([spec(seed=1), counted_spec, spec(alpha=1e-3, target="weights")], data, settings)
+        assert calls == [64] * 8 + [28, 60]  # vmapped: one evaluation for the whole pack
+    finally:
+        penalties.unregister(term.name)

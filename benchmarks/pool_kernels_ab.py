@@ -3,12 +3,12 @@
 Two compiled training runs (seed 1, alpha=1e-4, target=both, batch 128, channels_last, real MNIST, as
 train_pack runs them), the same except for the pooling operator: this checkout's `l2reg.ops` and the
 `l2reg/ops.py` of `--before` (a git worktree of the earlier commit, loaded as a module of its own; its
-operators have other names, e.g. the seventh session's `l2sweep::max_pool_2x2_v1`, PyTorch's kernels).
+operators have other names, e.g. `l2sweep::max_pool_2x2_v1` at a7b0dee, PyTorch's kernels).
 After warm-up, --blocks pairs of --steps steps, alternately, the order swapped every pair. Prints each
 block's ms per step and the per-pair ratios: one process and interleaved blocks, so that this shared
 machine's slow spells hit both sides alike (whole processes one after another differ by more than
 the effect).
-Usage: .venv/bin/python scripts/pool_kernels_ab.py --before ../l2sweep-at-a7b0dee [--blocks 16] [--steps 50]
+Usage: .venv/bin/python benchmarks/pool_kernels_ab.py --before ../l2sweep-at-a7b0dee [--blocks 16] [--steps 50]
        [--data ../shared/data]
 """
 
@@ -61,7 +61,7 @@ def main() -> None:
     sides = {}
     for side, model in (("this checkout", ArticleCNN), ("--before", model_with_pool(ops_before.max_pool_2x2))):
         pack = T._Pack(specs, torch.device("cpu"), torch.float32, compile_steps=False, full_batch=batch)
-        pack.compiled = torch.compile(T._objective(model().to("meta").eval()), dynamic=False)
+        pack.compiled = torch.compile(T._objective(model().to("meta").eval(), pack.terms), dynamic=False)
         sides[side] = pack, T.pack_optimizer(pack, torch.full((1,), settings.lr), settings.adam_eps)
 
     def block(side: str, start: int) -> float:

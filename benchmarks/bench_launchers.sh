@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# launcher=local against one process, on this machine's CPU (docs/performance.md "launcher=local"):
+# launcher=local against one process, on this machine's CPU, for the section of
+# docs/performance.md "`launcher=local`: worker processes against one process (CPU)":
 # the same small real-MNIST sweep (4 runs: alpha 0 and 1e-4 x seeds 0, 1; 1 epoch on the first
 # 20,000 training images), whole `l2sweep run` processes, interleaved twice (A B A B) so the
 # machine's drift cancels:
@@ -7,7 +8,7 @@
 #   B) launcher=local: one worker per available core, one thread each (threads_per_worker=1).
 # Prints wall seconds per command, the sum of the runs' training seconds, and B's speed-up.
 # Needs the machine to itself (every core free) and L2SWEEP_DATA (real MNIST).
-# Usage: bash scripts/bench_launchers.sh [OUT_DIR]      (EPOCHS=1 TRAIN_LIMIT=20000 SEEDS=2 to change)
+# Usage: bash benchmarks/bench_launchers.sh [OUT_DIR]      (EPOCHS=1 TRAIN_LIMIT=20000 SEEDS=2 to change)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 : "${L2SWEEP_DATA:?set L2SWEEP_DATA to the folder holding MNIST/raw/}"

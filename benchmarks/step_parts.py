@@ -5,7 +5,7 @@ batch 128 on real MNIST; after 10 warm-up steps, times --steps steps split into 
 the dropout mask and coefficients, the compiled forward, the backward (torch.autograd.grad), the
 Adam update and the epoch sums. To compare two commits in one go, run it alternately from each
 (the other through PYTHONPATH, e.g. a git worktree of the older commit).
-Usage: .venv/bin/python scripts/step_parts.py [--steps 300] [--data ../shared/data]
+Usage: .venv/bin/python benchmarks/step_parts.py [--steps 300] [--data ../shared/data]
 """
 
 import argparse

@@ -10,7 +10,7 @@ batch 128, 5 epochs, validation_split=0.1, ReduceLROnPlateau(factor 0.1, patienc
 accuracy on the 10,000 test images.
 
 Usage (in a venv with tensorflow-cpu and keras; MNIST's raw IDX files in DATA/MNIST/raw/):
-    python scripts/keras_reference.py --data ../shared/data --alpha 1e-4 --seed 1
+    python benchmarks/keras_reference.py --data ../shared/data --alpha 1e-4 --seed 1
 Prints one JSON line: alpha, seed, test accuracy, wall seconds (whole process, imports included
 from the interpreter's start), training seconds, versions.
 """

@@ -2,12 +2,12 @@
 # The card's smallest real job, timed as whole processes back to back, in one go (docs/performance.md):
 # the baseline plus alpha=1e-4 target=both, 5 epochs each on full MNIST, seed 1, by
 #   (1) l2sweep (one process, both runs: `l2sweep run alpha=1e-4 target=both seed=1`),
-#   (2) Keras on TensorFlow (scripts/keras_reference.py, one process per run, as a Keras user runs it),
+#   (2) Keras on TensorFlow (benchmarks/keras_reference.py, one process per run, as a Keras user runs it),
 #   (3) the plain PyTorch DataLoader loop (l2reg.bench.plain_whole_run, one process per run).
 # Needs L2SWEEP_DATA and, for (2), KERAS_PYTHON: a python with tensorflow-cpu and keras.
 # Optional L2SWEEP_BEFORE: a checkout of an earlier commit (git worktree), whose l2sweep is timed
 # first, the same way, so that a speed change is measured in the same go as the references.
-# Usage: KERAS_PYTHON=/path/to/venv/bin/python bash scripts/compare_whole_job.sh [OUT_DIR]
+# Usage: KERAS_PYTHON=/path/to/venv/bin/python bash benchmarks/compare_whole_job.sh [OUT_DIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=$(realpath -m "${1:-/tmp/compare-whole-job}")  # absolute: the "before" run works in another folder
@@ -39,7 +39,7 @@ keras_s=-
 if [ -n "${KERAS_PYTHON:-}" ]; then
   start=$(now)
   for alpha in 0 1e-4; do
-    "$KERAS_PYTHON" scripts/keras_reference.py --data "$DATA" --alpha $alpha --seed 1 >> "$OUT/keras.jsonl" 2> "$OUT/keras.err"
+    "$KERAS_PYTHON" benchmarks/keras_reference.py --data "$DATA" --alpha $alpha --seed 1 >> "$OUT/keras.jsonl" 2> "$OUT/keras.err"
   done
   keras_s=$(echo "$(now) - $start" | bc)
 fi
@@ -52,7 +52,7 @@ from dataclasses import replace
 import torch
 from l2reg.bench import plain_whole_run
 from l2reg.config import expand_and_compose
-from l2reg.train import configure_device
+from l2reg.device import configure_device
 [(_, cfg)] = expand_and_compose(['alpha=$alpha', 'target=both', 'seed=1'])
 configure_device(torch.device('cpu'), False)
 print(json.dumps(plain_whole_run(cfg, torch.device('cpu'))))" >> "$OUT/plain.jsonl"

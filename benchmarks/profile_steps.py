@@ -1,12 +1,13 @@
 """Where a CPU training step's time goes: the step of one run under each code path, interleaved.
 
-For docs/performance.md (issue "CPU speed"): times `--steps` training steps (batch from the
-config default, 128) of the article's model on real MNIST for each variant, twice, interleaved,
-in one process:
+For docs/performance.md ("Where a step's time goes: code paths compared"): times `--steps`
+training steps (batch from the config default, 128) of the article's model on real MNIST for each
+variant, twice, interleaved, in one process:
   eager / compiled  x  NCHW kernels / channels_last kernels  x  no penalty code / every term.
-"no penalty code" is the objective without penalties.loss_penalty (the old baseline graph);
-"every term" is l2sweep's objective, where every run computes every term with its coefficient.
-Usage: .venv/bin/python scripts/profile_steps.py [--steps 60] [--data ../shared/data]
+"no penalty code" is the objective without penalties.loss_penalty (a baseline graph without terms);
+"every term" is the objective computing every built-in loss term with its coefficient (l2sweep's
+runs compute only their own terms: a baseline's graph has none).
+Usage: .venv/bin/python benchmarks/profile_steps.py [--steps 60] [--data ../shared/data]
 """
 
 import argparse
@@ -20,6 +21,8 @@ from l2reg import penalties
 from l2reg.data import load_mnist
 from l2reg.model import ArticleCNN
 
+TERMS = tuple(term for term in penalties.terms() if term.form == "loss")  # every built-in loss term
+
 
 def objective(template, with_penalty: bool):
     def fn(params, x, y, mask, coef):
@@ -27,7 +30,7 @@ def objective(template, with_penalty: bool):
                                                                         "dropout_mask": mask})
         loss = F.cross_entropy(logits, y)
         if with_penalty:
-            loss = loss + penalties.loss_penalty(params, activations, coef)
+            loss = loss + penalties.loss_penalty(TERMS, coef, params, activations, logits, y)
         return loss
 
     return fn
@@ -41,9 +44,9 @@ def main() -> None:
     data = load_mnist(args.data, download=False)
     template = ArticleCNN().to("meta").eval()
     model = ArticleCNN(generator=torch.Generator().manual_seed(0))
-    coef = torch.zeros(len(penalties.TERMS))
-    coef[penalties.TERMS.index(penalties.Term("weights", "conv", "l2", "loss"))] = 1e-4
-    coef[penalties.TERMS.index(penalties.Term("activations", "taps", "l2", "loss"))] = 1e-4
+    coef = torch.zeros(len(TERMS))
+    coef[TERMS.index(penalties.term("weights-conv-l2-loss"))] = 1e-4
+    coef[TERMS.index(penalties.term("activations-taps-l2-loss"))] = 1e-4
     batches = [(data.train_x[i * 128:(i + 1) * 128], data.train_y[i * 128:(i + 1) * 128]) for i in range(args.steps)]
     mask = torch.ones(128, 64)
     variants = {}
