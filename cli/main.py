@@ -15,12 +15,15 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from .confirm import confirm_app
+
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     help="Regularization ablations for the article's MNIST CNN, with a verdict. "
     "Sweeps use Hydra's override grammar: l2sweep run alpha=0.0,1e-4,1e-3 target=weights,both",
 )
+app.add_typer(confirm_app, name="confirm")
 err = Console(stderr=True)
 out = Console()
 

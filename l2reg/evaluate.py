@@ -59,8 +59,8 @@ def per_tap_value(total: float, images: int) -> float:
 class Batch:
     """What one forward pass of one run on one batch gives a pass metric (inside vmap for a pack):
     logits (B, 10), labels (B,), predictions (B,), taps [A1, A2] (post-ReLU conv outputs),
-    features (B, 1600: pool2, the probes' input) and probe_correct (one count per probe size,
-    when the run's probes were fitted). Derived values are computed once per batch."""
+    features (B, 1600: pool2, the probes' input) and probe_correct (one count per probe of
+    PROBES, when the run's probes were fitted). Derived values are computed once per batch."""
 
     def __init__(self, template, params: dict, images, labels, probes: dict | None = None):
         from torch.func import functional_call
@@ -165,22 +165,42 @@ def _features_of(template):
     return feats
 
 
+PROBES = (*(f"fixed_{size}" for size in features.PROBE_SIZES),
+          *(f"cv_{r}" for r in range(features.CV_SUBSETS)))  # Batch.probe_correct's order
+
+
+def _frozen_features(pack, data, index, batch_size: int):
+    """(runs, len(index), 1600) pool2 features of the training images `index` (a CPU index tensor),
+    and their labels."""
+    import torch
+
+    index = index.to(data.train_x.device)
+    x, y = data.train_x[index], data.train_y[index]
+    fn = _features_of(pack.template)
+    return torch.cat([pack.map(fn, (x[s:e],), (False,)) for s, e in batches(len(y), batch_size)], dim=1), y
+
+
 def fit_probes(pack, data, batch_size: int) -> dict:
-    """Each run's probes (one per size of features.PROBE_SIZES), fitted on the frozen features of
-    the fixed probe images; stacked (runs, probes, ...) on the device. `pack` maps a function over
-    its runs (l2reg.train's pack)."""
+    """Each run's probes, in PROBES' order: one per size of features.PROBE_SIZES on the fixed probe
+    images, then one per resampled subset with its cross-validated ridge (features.py); fitted on the
+    frozen features, stacked (runs, probes, ...) on the device. `pack` maps a function over its runs
+    (l2reg.train's pack). The fixed probes' features are a pass of their own, batched as always."""
     import torch
 
     with torch.inference_mode():
-        index = features.probe_indices(len(data.train_y)).to(data.train_x.device)
-        x, y = data.train_x[index], data.train_y[index]
-        fn = _features_of(pack.template)
-        feats = torch.cat([pack.map(fn, (x[s:e],), (False,)) for s, e in batches(len(y), batch_size)], dim=1)
+        feats, y = _frozen_features(pack, data, features.probe_indices(len(data.train_y)), batch_size)
+        subsets = features.cv_subset_indices(len(data.train_y))
+        cv_feats, cv_y = _frozen_features(pack, data, subsets.reshape(-1), batch_size)
+        cv_feats = cv_feats.reshape(pack.size, *subsets.shape, -1)
+        cv_y = cv_y.reshape(subsets.shape)
         per_run = []
         with torch.inference_mode(False):
             for r in range(pack.size):
                 fitted = [features.fit_probe(feats[r, :size].clone(), y[:size].clone())
                           for size in features.PROBE_SIZES]
+                fitted += [features.fit_ridge_probe(cv_feats[r, s], cv_y[s],
+                                                    features.cross_validated_ridge(cv_feats[r, s], cv_y[s]))
+                           for s in range(len(subsets))]
                 per_run.append({key: torch.stack([f[key] for f in fitted]) for key in fitted[0]})
         return features.stack_probes(per_run, data.train_x.device, data.train_x.dtype)
 
@@ -294,6 +314,15 @@ def _probe_correct(batch: Batch, index: int):
     return batch.probe_correct[index]
 
 
+def _cv_probes_correct(batch: Batch):
+    """The resampled probes' correct predictions, summed over the subsets."""
+    return batch.probe_correct[len(features.PROBE_SIZES):].sum()
+
+
+def _mean_percent_of_subsets(total: float, images: int) -> float:
+    return 100.0 * total / (images * features.CV_SUBSETS)
+
+
 def _last_penalty(run: RunView) -> float | None:
     """The training penalty per image over the last epoch (alpha(t) * P, averaged over its steps)."""
     return run.last_epoch[1] / run.n_train if run.last_epoch else None
@@ -314,6 +343,8 @@ register(Metric("activation_sq_norm", _tap_sq_sum, features=True))
 for _index, _size in enumerate(features.PROBE_SIZES):
     register(Metric(f"probe_acc_{_size}", partial(_probe_correct, index=_index), reduce=percent, features=True,
                     probes=True))
+register(Metric("probe_acc_100_cv", _cv_probes_correct, reduce=_mean_percent_of_subsets, features=True,
+                probes=True))
 register(Metric("zero_fraction", _tap_zeros, reduce=per_tap_value, features=True))
 for _sd in features.NOISE_SDS:
     register(Metric(f"noise_acc_{_sd:g}", _correct, over=noise_set(_sd), reduce=percent, features=True))

@@ -8,6 +8,7 @@
 #                                             # results/claim-check.md (make overview)
 #   scripts/claim_check_worker.sh prepare     # only set up the worktree (the workers do it themselves)
 #   scripts/claim_check_worker.sh 0 controls-epochs   # one step only (here: the 20-epoch control)
+#   scripts/claim_check_worker.sh 1 confirm            # the confirmation study (results/confirm-accuracy/)
 #
 # (experiment=controls-l1 writes into results/controls-literal/: its `name`.)
 # Every run of the claim check comes from one commit's training code (CLAIM_CHECK_COMMIT, the
@@ -17,6 +18,11 @@
 # the per-run locks split the runs between workers on different cores; one torch thread each
 # (taskset). Steps: the main grid (make ablation), then the controls (make controls), in the
 # order of the Makefile's claim-check target.
+# The confirmation study (`confirm`) trains in a second worktree (CONFIRM_TREE), frozen at the
+# commit that registered its plan: its runs all come from the code the plan was made with, and
+# `l2sweep confirm run` there checks the registration (the plan alone in that commit, before any
+# run). Each worker trains its share of a look (per-run locks), waits for the other's, replays
+# the look and goes on to the next, until the study's stopping rule.
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 commit="$(git -C "$here" rev-parse --verify "${CLAIM_CHECK_COMMIT:-fadefd8df815ff0e7e2c6d913435b59dbd87dbc0}^{commit}")"
@@ -29,6 +35,8 @@ export L2SWEEP_DATA
 py="$here/.venv/bin/python"
 folders=(ablation controls-decay-pilot controls-decay controls-scope controls-literal controls-dropout
          controls-small-data controls-epochs)
+study=confirm-accuracy
+confirm_tree="${CONFIRM_TREE:-$here/../l2sweep-confirm}"
 
 prepare() {  # under a lock: two workers started together must not both create the worktree
   exec 9> "$here/.git/claim-check.lock"
@@ -50,6 +58,27 @@ prepare() {  # under a lock: two workers started together must not both create t
   flock -u 9
 }
 
+prepare_confirm() {  # the worktree at the plan's registering commit, with the runs finished so far
+  exec 9> "$here/.git/claim-check.lock"
+  flock 9
+  local plan="results/$study/plan.json" registered
+  registered="$(git -C "$here" log --diff-filter=A --format=%H -- "$plan" | tail -1)"
+  [ -n "$registered" ] || { echo "$plan is not committed: commit it alone first" >&2; exit 2; }
+  if [ ! -e "$confirm_tree/.git" ]; then
+    git -C "$here" worktree prune
+    git -C "$here" worktree add --detach "$confirm_tree" "$registered"
+  fi
+  [ "$(git -C "$confirm_tree" rev-parse HEAD)" = "$registered" ] || { echo "$confirm_tree is not at $registered" >&2; exit 2; }
+  if ls "$here/results/$study/runs/"*.json > /dev/null 2>&1; then
+    mkdir -p "$confirm_tree/results/$study/runs"
+    cp -n "$here/results/$study/runs/"*.json "$confirm_tree/results/$study/runs/" || true
+  fi
+  for name in study.json sweep.json; do
+    [ -f "$here/results/$study/$name" ] && { cp -n "$here/results/$study/$name" "$confirm_tree/results/$study/" || true; }
+  done
+  flock -u 9
+}
+
 sync_back() {
   for name in "${folders[@]}"; do
     ls "$tree/results/$name/runs/"*.json > /dev/null 2>&1 || continue
@@ -62,6 +91,16 @@ sync_back() {
     "$here/.venv/bin/l2sweep" report "$here/results/$name" > /dev/null
     echo "$name: $(ls "$here/results/$name/runs/"*.json | wc -l) runs, reports rebuilt"
   done
+  if ls "$confirm_tree/results/$study/runs/"*.json > /dev/null 2>&1; then
+    mkdir -p "$here/results/$study/runs"
+    cp -n -p "$confirm_tree/results/$study/runs/"*.json "$here/results/$study/runs/" || true
+    for name in study.json sweep.json; do
+      [ -f "$confirm_tree/results/$study/$name" ] && cp -p "$confirm_tree/results/$study/$name" "$here/results/$study/"
+    done
+    "$here/.venv/bin/l2sweep" report "$here/results/$study" > /dev/null
+    "$here/.venv/bin/l2sweep" confirm report "$here/results/$study" > /dev/null
+    echo "$study: $(ls "$here/results/$study/runs/"*.json | wc -l) runs, reports and confirmation.md rebuilt"
+  fi
 }
 
 case "${1:-}" in
@@ -69,8 +108,16 @@ case "${1:-}" in
         echo "results/claim-check.md rebuilt"; exit 0 ;;
   prepare) prepare; echo "$tree: at $commit, committed runs copied in"; exit 0 ;;
 esac
-core="${1:?usage: $0 CORE [controls-epochs] | prepare | sync}"
+core="${1:?usage: $0 CORE [controls-epochs | confirm] | prepare | sync}"
 step="${2:-all}"
+if [ "$step" = confirm ]; then
+  prepare_confirm
+  cd "$confirm_tree"
+  export PYTHONPATH="$confirm_tree"
+  echo "=== $(date -Is) [core $core] l2sweep confirm run results/$study"
+  taskset -c "$core" "$py" -m cli.main confirm run "results/$study" || true
+  echo "=== $(date -Is) [core $core] confirm: stopped"; exit 0
+fi
 prepare
 cd "$tree"
 export PYTHONPATH="$tree"
@@ -91,7 +138,7 @@ if [ "$step" = controls-epochs ]; then
   run "${common[@]}" "${second[@]}"
   echo "=== $(date -Is) [core $core] controls-epochs done"; exit 0
 fi
-[ "$step" = all ] || { echo "unknown step: $step (all | controls-epochs)" >&2; exit 2; }
+[ "$step" = all ] || { echo "unknown step: $step (all | controls-epochs | confirm)" >&2; exit 2; }
 run experiment=ablation
 for name in controls-decay controls-scope controls-literal; do  # the default context's baselines: the main grid's
   mkdir -p "results/$name/runs"

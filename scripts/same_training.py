@@ -10,7 +10,7 @@ schedule); both; decoupled decay. Each trains as a single run compiled and eager
 has is used (TrainSettings, make_spec, train_pack), so an old checkout runs it unchanged.
 Exit status 0 when everything is equal, 1 otherwise.
 Usage: .venv/bin/python scripts/same_training.py --before ../ref [--data ../shared/data] [--pack]
-       [--only both-l2,baseline] [--modes compiled,eager]
+       [--only both-l2,baseline] [--modes compiled,eager] [--changed-metrics weight_sq_norm,...]
 """
 
 import argparse
@@ -88,8 +88,14 @@ def _same_tensor(a: torch.Tensor, b: torch.Tensor) -> bool:
     return torch.equal(a, b)
 
 
-def differences(ours: dict, theirs: dict) -> list[str]:
-    """What differs between two kept runs (empty: identical to the bit)."""
+def _close(a, b) -> bool:
+    """Equal to float32 precision (a metric now summed in float64 that was summed in float32)."""
+    return isinstance(a, float) and isinstance(b, float) and math.isclose(a, b, rel_tol=1e-6)
+
+
+def differences(ours: dict, theirs: dict, changed: tuple[str, ...] = ()) -> list[str]:
+    """What differs between two kept runs (empty: identical to the bit). Metrics named in `changed`
+    (their computation changed on purpose) need only agree to float32 precision, or be new."""
     found = []
     if ours["params"].keys() != theirs["params"].keys():
         found.append("parameter names")
@@ -98,8 +104,11 @@ def differences(ours: dict, theirs: dict) -> list[str]:
     if ours["predictions"] != theirs["predictions"]:
         found.append("test predictions")
     keys = ours["metrics"].keys() | theirs["metrics"].keys()
-    found += [f"metric {key} ({ours['metrics'].get(key)!r} vs {theirs['metrics'].get(key)!r})" for key in sorted(keys)
-              if _bits(ours["metrics"].get(key, "absent")) != _bits(theirs["metrics"].get(key, "absent"))]
+    for key in sorted(keys):
+        mine, before = ours["metrics"].get(key, "absent"), theirs["metrics"].get(key, "absent")
+        if _bits(mine) == _bits(before) or key in changed and (before == "absent" or _close(mine, before)):
+            continue
+        found.append(f"metric {key} ({mine!r} vs {before!r})")
     mine = [{k: _bits(v) for k, v in h.items()} for h in ours["history"]]
     if mine != [{k: _bits(v) for k, v in h.items()} for h in theirs["history"]]:
         found.append("history")
@@ -113,6 +122,8 @@ def main() -> None:
     parser.add_argument("--only", default=",".join(SETTINGS), help="comma-separated labels of SETTINGS")
     parser.add_argument("--modes", default=",".join(MODES), help="compiled, eager or both")
     parser.add_argument("--pack", action="store_true", help="also train all the settings as one eager pack")
+    parser.add_argument("--changed-metrics", default="", help="comma-separated metrics whose computation changed on "
+                        "purpose: they need only agree to float32 precision, or be new in this checkout")
     parser.add_argument("--train-only", type=Path, help=argparse.SUPPRESS)  # the subprocess's job
     args = parser.parse_args()
     data_root = str(Path(args.data).resolve())
@@ -135,7 +146,7 @@ def main() -> None:
         a, b = torch.load(ours), torch.load(theirs)
     failures = 0
     for name in a:
-        found = differences(a[name], b[name])
+        found = differences(a[name], b[name], tuple(m for m in args.changed_metrics.split(",") if m))
         failures += bool(found)
         accuracy = a[name]["metrics"]["test_acc"]
         print(f"{name:44s} {'identical' if not found else 'DIFFERENT: ' + '; '.join(found)}"

@@ -22,9 +22,9 @@ _EXTRA: list[Claim] = []  # claims registered after the built-in ones, in regist
 
 
 def _builtin() -> tuple[Claim, ...]:
-    from l2reg.claims import accuracy, features, overfitting, stability
+    from l2reg.claims import accuracy, churn, features, overfitting, stability
 
-    return accuracy.CLAIM, overfitting.CLAIM, stability.CLAIM, features.CLAIM
+    return accuracy.CLAIM, overfitting.CLAIM, stability.CLAIM, churn.CLAIM, features.CLAIM
 
 
 def all_claims() -> tuple[Claim, ...]:

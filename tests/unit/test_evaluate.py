@@ -8,8 +8,8 @@ import pytest
 from l2reg import evaluate
 
 COLUMNS = ["test_acc", "test_loss", "val_acc", "val_loss", "train_acc", "train_loss", "penalty", "weight_sq_norm",
-           "dense_weight_sq_norm", "activation_sq_norm", "probe_acc_100", "probe_acc_1000", "zero_fraction",
-           "noise_acc_0.1", "noise_acc_0.2", "noise_acc_0.3", "n_test", "n_train"]
+           "dense_weight_sq_norm", "activation_sq_norm", "probe_acc_100", "probe_acc_1000", "probe_acc_100_cv",
+           "zero_fraction", "noise_acc_0.1", "noise_acc_0.2", "noise_acc_0.3", "n_test", "n_train"]
 
 
 def test_the_metric_columns_keep_their_order_and_a_new_metric_appends_one():

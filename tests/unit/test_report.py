@@ -14,6 +14,7 @@ from l2reg import axes, files
 from l2reg.analysis import summary_columns
 from l2reg.claims import names as claim_names
 from l2reg.claims.features import METRICS as FEATURE_METRICS
+from l2reg.claims.features import NOT_NONINFERIOR, SUPPORTS, UNDECIDED
 from l2reg.plots import DODGE_DECADES, FEATURE_PANELS, PLOTS, figures
 from l2reg.report import (
     Loaded,
@@ -404,7 +405,7 @@ def test_plots_have_a_series_per_target_and_schedule_and_a_baseline_band(tmp_pat
     spread = made["spread_vs_alpha.png"].axes[0]
     assert len(spread.containers) == 4 and len(spread.lines) >= 1  # the baseline's sd as a line
     features = made["features_vs_alpha.png"].axes
-    assert len(features) == 5 and all(ax.texts[0].get_text() == "not measured" for ax in features)
+    assert len(features) == len(FEATURE_PANELS) and all(ax.texts[0].get_text() == "not measured" for ax in features)
 
 
 def test_feature_panels_share_one_legend_per_context(tmp_path):
@@ -756,25 +757,21 @@ def test_axis_words_restate_the_per_setting_decisions_as_counts_per_axis_value()
     from l2reg.axis_reading import table as by_axis
     from l2reg.axis_reading import words as axis_words
 
-    def row(alpha, target, delta, call, support=1.0, gap=1.0, ratio=1.0, spread=1.0, better=1.0, worse=1.0,
+    def row(alpha, target, delta, call, support=1.0, gap=1.0, ratio=1.0, spread=1.0, features=UNDECIDED,
             diverged=0):
-        features = {}
-        for metric in FEATURE_METRICS:  # only the first metric carries the given p-values
-            first = metric == FEATURE_METRICS[0]
-            features |= {f"{metric}_n": 5, f"{metric}_delta_pp": 1.0, f"{metric}_p_superior_holm": better if first
-                         else 1.0, f"{metric}_p_worse_holm": worse if first else 1.0}
+        gains = {f"{metric}_delta_pp": 1.0 for metric in FEATURE_METRICS}
         return {"alpha": alpha, "target": target, "delta_pp": delta, "call": call, "n_diverged": diverged,
                 "support_p_holm": support, "gap_p_holm": gap, "gap_delta_pp": -0.1, "spread_ratio": ratio,
-                "spread_p_holm": spread, **features}
+                "spread_p_holm": spread, "features_call": features, **gains}
 
     rows = pd.DataFrame([
         row(1e-4, "weights", -0.30, "worse", gap=0.01, ratio=1.8, spread=0.02),  # gap shrunk, accuracy not held
-        row(1e-4, "both", +0.20, "better", support=0.03, gap=0.01, better=0.01),
-        row(1e-3, "weights", -0.10, "undecided", worse=0.04),
-        row(1e-3, "both", +0.05, "above zero (not shown above m)", ratio=0.5, spread=0.049, better=0.02, worse=0.01),
+        row(1e-4, "both", +0.20, "better", support=0.03, gap=0.01, features=SUPPORTS),
+        row(1e-3, "weights", -0.10, "undecided", features=NOT_NONINFERIOR),
+        row(1e-3, "both", +0.05, "above zero (not shown above m)", ratio=0.5, spread=0.049, features=NOT_NONINFERIOR),
         # diverged in a seed: its survivors look good on every claim, yet it counts against them all
         row(1e-3, "activations", +0.90, "diverged", support=0.001, gap=0.001, ratio=0.2, spread=0.001,
-            better=0.001, diverged=1),
+            features=SUPPORTS, diverged=1),
     ])
     words = axis_words(rows, ["alpha", "target"])
     no_test = "; means over settings, no test compares values); settings by what the declared tests decided:"
@@ -783,17 +780,19 @@ def test_axis_words_restate_the_per_setting_decisions_as_counts_per_axis_value()
         + no_test,
         "  - alpha=0.0001 (2 settings): accuracy 1 better, 1 worse; gap 1 shrunk with test accuracy held, "
         "1 shrunk without test accuracy shown held (does not count); sd 1 larger; "
-        "features 1 better (not shown worse on any metric)",
+        "features 1 better (on one metric, non-inferior on the others)",
         "  - alpha=0.001 (3 settings): 1 diverged in some seed (against every claim); accuracy 0 better, "
-        "1 above zero (not shown above m), 1 undecided; sd 1 smaller; features 2 shown worse on some metric",
+        "1 above zero (not shown above m), 1 undecided; sd 1 smaller; features 2 better on a metric but not shown "
+        "non-inferior on another",
         "- **target**: mean accuracy change highest at target=both (+0.125 pp), lowest at target=weights (-0.200 pp"
         + no_test,
         "  - target=activations (1 setting): 1 diverged in some seed (against every claim); accuracy 0 better",
         "  - target=both (2 settings): accuracy 1 better, 1 above zero (not shown above m); gap 1 shrunk with "
-        "test accuracy held; sd 1 smaller; features 1 better (not shown worse on any metric), 1 shown worse on "
-        "some metric",
+        "test accuracy held; sd 1 smaller; features 1 better (on one metric, non-inferior on the others), 1 better "
+        "on a metric but not shown non-inferior on another",
         "  - target=weights (2 settings): accuracy 0 better, 1 worse, 1 undecided; gap 1 shrunk without test "
-        "accuracy shown held (does not count); sd 1 larger; features 1 shown worse on some metric",
+        "accuracy shown held (does not count); sd 1 larger; features 1 better on a metric but not shown "
+        "non-inferior on another",
     ]
     # within one target the per-alpha words count only that target's settings, and an axis with one
     # value left (target) gets no words
@@ -801,9 +800,9 @@ def test_axis_words_restate_the_per_setting_decisions_as_counts_per_axis_value()
         "- **alpha**: mean accuracy change highest at alpha=0.0001 (+0.200 pp), lowest at alpha=0.001 (+0.050 pp"
         + no_test,
         "  - alpha=0.0001 (1 setting): accuracy 1 better; gap 1 shrunk with test accuracy held; "
-        "features 1 better (not shown worse on any metric)",
+        "features 1 better (on one metric, non-inferior on the others)",
         "  - alpha=0.001 (1 setting): accuracy 0 better, 1 above zero (not shown above m); sd 1 smaller; "
-        "features 1 shown worse on some metric",
+        "features 1 better on a metric but not shown non-inferior on another",
     ]
     table = [[c.strip() for c in line.strip("|").split("|")] for line in by_axis(rows, ["alpha"]).splitlines()]
     assert table[3][:6] == ["alpha", "0.001", "3", "-0.025", "+0.050", "1 undecided, 1 above zero (not shown above m), "

@@ -181,6 +181,55 @@ def test_feature_metrics_and_predictions_are_recorded(tiny_mnist):
     assert result["compiled"] is False and result["eval_seconds"] > 0
 
 
+def test_the_probes_are_recomputed_from_the_runs_own_parameters(tiny_mnist):
+    """probe_acc_100 and _1000 (logistic, fixed images, C=1) and probe_acc_100_cv (a ridge
+    classifier on each of 5 resampled 100-image subsets, its penalty chosen by 5-fold
+    cross-validation), recomputed here from the trained parameters with numpy's least squares for
+    every fold and penalty: the same choices and the same test accuracy."""
+    import numpy as np
+
+    from l2reg import features
+    from l2reg.model import ArticleCNN
+
+    data = load_mnist(tiny_mnist)
+    [result] = train_pack([spec(alpha=1e-3)], data, TrainSettings(epochs=2, batch_size=32, eval_batch_size=100),
+                          keep_params=True)
+    model = ArticleCNN().eval()
+    model.load_state_dict(result["params"])
+    with torch.no_grad():
+        feats = model(data.train_x, return_features=True)[2].double().numpy()
+        test_feats = model(data.test_x, return_features=True)[2].double().numpy()
+    train_y, test_y = data.train_y.numpy(), data.test_y.numpy()
+
+    def ridge(x, y, penalty):  # primal least squares on standardised features, centred one-hot targets
+        mean, sd = x.mean(axis=0), x.std(axis=0)
+        sd = np.where(sd > 0, sd, 1.0)
+        z, targets = (x - mean) / sd, np.eye(10)[y]
+        weight = np.linalg.solve(z.T @ z + penalty * np.eye(z.shape[1]), z.T @ (targets - targets.mean(axis=0)))
+        return lambda other: ((other - mean) / sd) @ weight + targets.mean(axis=0)
+
+    accuracies = []
+    for subset in features.cv_subset_indices(len(train_y)).numpy():
+        x, y = feats[subset], train_y[subset]
+        held_correct = np.zeros(len(features.CV_RIDGES))
+        for fold in range(features.CV_FOLDS):
+            train, held = np.arange(100) % 5 != fold, np.arange(100) % 5 == fold
+            for r, penalty in enumerate(features.CV_RIDGES):
+                held_correct[r] += (ridge(x[train], y[train], penalty)(x[held]).argmax(axis=1) == y[held]).sum()
+        chosen = max(p for p, c in zip(features.CV_RIDGES, held_correct) if c == held_correct.max())
+        assert chosen == features.cross_validated_ridge(torch.from_numpy(x), torch.from_numpy(y))
+        accuracies.append(100 * (ridge(x, y, chosen)(test_feats).argmax(axis=1) == test_y).mean())
+    assert len(set(map(tuple, features.cv_subset_indices(len(train_y)).tolist()))) == features.CV_SUBSETS
+    assert result["metrics"]["probe_acc_100_cv"] == pytest.approx(np.mean(accuracies), abs=1e-9)
+    # the fixed logistic probes: refitted here with the same solver, the same test accuracy
+    for size in features.PROBE_SIZES:
+        index = features.probe_indices(len(train_y), size).numpy()
+        probe = features.fit_probe(torch.from_numpy(feats[index]), torch.from_numpy(train_y[index]))
+        z = (torch.from_numpy(test_feats) - probe["mean"]) / probe["sd"]
+        accuracy = 100 * ((z @ probe["weight"] + probe["bias"]).argmax(dim=1).numpy() == test_y).mean()
+        assert result["metrics"][f"probe_acc_{size}"] == pytest.approx(accuracy, abs=0.5 + 1e-9)  # one image of 200
+
+
 def test_keras_adam_learning_rate_is_per_run():
     p = torch.ones(2, 3)
     opt = _KerasAdam([p], torch.tensor([0.1, 0.0]), eps=1e-7)
