@@ -48,7 +48,7 @@ def plan_command(
 ) -> None:
     import datetime
 
-    from l2reg.confirm.plan import PlanError, make_plan, write_plan
+    from l2reg.confirm.plan import PlanError, make_plan, setting_name, write_plan
 
     fail, err, out = _console()
     try:
@@ -62,7 +62,7 @@ def plan_command(
     except PlanError as error:
         fail(str(error), error, False)
     for h, arm in zip(plan["hypotheses"], plan["arms"]):
-        out.print(escape(f"{h['id']}: {arm['setting']} (screen {h['screen']['delta_pp']:+.3f} pp, "
+        out.print(escape(f"{h['id']}: {setting_name(arm['setting'])} (screen {h['screen']['delta_pp']:+.3f} pp, "
                          f"n = {h['screen']['n']})"), highlight=False)
     sim = plan["simulation"]["screen_estimates"]
     out.print(escape(f"simulated with the screen's estimates: {sim['runs_mean']:.0f} runs on average (at most "

@@ -1,20 +1,25 @@
-"""Plots of a sweep (matplotlib, headless Agg, PNG): written by report.py from the runs alone.
+"""The plots of a sweep (matplotlib Figure objects, headless: no pyplot, PNG): which files exist,
+in which order report.md shows them and what each says (PLOTS, CAPTIONS), the writer
+(write_plots), and the two pictures drawn from the runs alone.
 
-- paired_gain_vs_alpha.png: the primary analysis: each setting's paired gain over the baseline
-  (mean over seeds of setting minus baseline, same seed) with its 95 % paired t-interval, a line
-  per combination of the other setting axes, 0 and +-m marked; one panel per context;
-- test_acc_vs_alpha.png: mean test accuracy against alpha (log axis) with 95 % CI bars (t), a line
-  per combination of the other setting axes (target, norm, schedule, form, scope: those that
-  vary), the baseline as a band (its mean and 95 % CI); one panel per context;
-  in every plot the first varying axis (usually target) sets a line's colour, the second (usually
-  schedule) its line style and a third its marker, by the value's rank among all the runs' values
-  (palette()), so a value keeps its style in every file; the lines of one alpha are moved a little
-  aside (DODGE_DECADES) so that their CIs stay readable;
-- gap_vs_alpha.png: the train-minus-test accuracy gap (overfitting), drawn the same way;
-- spread_vs_alpha.png: the seed-to-seed sd of test accuracy (stability), baseline as a line;
-- features_vs_alpha.png: a panel per feature metric (probe accuracies, noisy-input accuracies);
+From the statistics (summary.csv's columns, each claim's rule; l2reg.heatmap, l2reg.forest):
+verdict_heatmap.png, forest_accuracy.png, gap_paired.png, churn_paired.png, features_paired.png.
+From the runs (here, descriptive; no rule decides by them):
+- test_acc_vs_alpha.png: mean test accuracy against alpha (log axis) with unpaired 95 % t bars, a
+  line per combination of the other setting axes that vary, the baseline as a band (its mean and
+  95 % CI); one panel per context;
 - val_acc_per_epoch.png: mean validation accuracy per epoch, a panel per alpha (rows: contexts),
   a line per combination of the other axes and the baseline in black in each panel.
+In both the first varying axis (usually target) sets a line's colour, the second (usually
+schedule) its line style and a third its marker, by the value's rank among all the runs' values
+(palette()), so a value keeps its style in every file; the lines of one alpha are moved a little
+aside (DODGE_DECADES) so that their CIs stay readable.
+
+Retired (removed from a folder when its plots are rewritten): paired_gain_vs_alpha.png (unadjusted
+CIs above +m for settings the rule does not call better), gap_vs_alpha.png (unpaired intervals),
+features_vs_alpha.png (raw means, no margin), spread_vs_alpha.png (a seed sd without an interval;
+no interval for an sd ratio agrees with the Brown-Forsythe Holm rule, so the stability calls are
+shown in the heat map instead).
 """
 
 from __future__ import annotations
@@ -27,13 +32,36 @@ import pandas as pd
 from scipy import stats as sps
 
 from l2reg import axes
-from l2reg.claims import features as features_claim
 from l2reg.files import write_bytes_atomic
 
-PAIRED_PLOT = "paired_gain_vs_alpha.png"
-PLOTS = ("test_acc_vs_alpha.png", "gap_vs_alpha.png", "spread_vs_alpha.png", "features_vs_alpha.png",
-         "val_acc_per_epoch.png")
-FEATURE_PANELS = features_claim.METRICS
+HEATMAP_PLOT = "verdict_heatmap.png"
+FOREST_PLOT = "forest_accuracy.png"
+GAP_PLOT = "gap_paired.png"
+CHURN_PLOT = "churn_paired.png"
+FEATURES_PLOT = "features_paired.png"
+ACCURACY_PLOT = "test_acc_vs_alpha.png"
+VALIDATION_PLOT = "val_acc_per_epoch.png"
+PLOTS = (HEATMAP_PLOT, FOREST_PLOT, GAP_PLOT, CHURN_PLOT, FEATURES_PLOT, ACCURACY_PLOT, VALIDATION_PLOT)
+RETIRED = ("paired_gain_vs_alpha.png", "gap_vs_alpha.png", "features_vs_alpha.png", "spread_vs_alpha.png")
+CAPTIONS = {
+    HEATMAP_PLOT: "Settings x claims: each cell is what that claim's declared per-setting test decided (supports, "
+                  "shown not to, against, undecided, not tested, diverged); under each claim its verdict.",
+    FOREST_PLOT: "Accuracy: paired gain per setting, sorted; thin line 95 % CI (descriptive), grey dots the seeds' own "
+                 "differences, thick tick the one-sided lower bound at the level Holm spent on the setting (written "
+                 "on the right): called better exactly when the tick is right of +m.",
+    GAP_PLOT: "Overfitting: the train-minus-test gap change and the test accuracy change, paired by seed; a setting "
+              "supports the claim exactly when the gap's tick is left of -m and the accuracy's tick right of -m "
+              "(one-sided bounds at the setting's Holm level).",
+    CHURN_PLOT: "Churn: change in the test images two seeds disagree on, with its jackknife-t 95 % CI; lower churn "
+                "is decided by the permutation test's Holm p (right), \"not lower by m\" by the thick one-sided "
+                "bound right of -m_c.",
+    FEATURES_PLOT: "Features: paired gain per metric with its 95 % CI and the metric's margin band; the thick tick "
+                   "(Holm over every setting x metric) right of +m_j = better on that metric; marker = the setting's "
+                   "feature call.",
+    ACCURACY_PLOT: "Descriptive: mean test accuracy per arm with unpaired 95 % t bars (the verdict is paired: see the "
+                   "forest plot).",
+    VALIDATION_PLOT: "Descriptive: mean validation accuracy per epoch.",
+}
 LINE_AXES = [c for c in axes.SETTING_COLUMNS if c != "alpha"]
 
 
@@ -113,42 +141,32 @@ def _proxies(keys: list[tuple], styles: dict, baseline) -> list:
     return [baseline] + [Line2D([], [], label=_label(key), **styles[key]) for key in keys]
 
 
-def _versus_alpha(ax, ok: pd.DataFrame, column: str, ylabel: str, values: dict[str, list[str]],
-                  statistic: str = "mean", legend: bool = True) -> None:
-    """Lines against alpha for one context's ok runs: mean with 95 % CI bars (statistic="mean"),
-    or the seed-to-seed sd (statistic="sd"); the baseline as a band or a line."""
+def _versus_alpha(ax, ok: pd.DataFrame, column: str, ylabel: str, values: dict[str, list[str]]) -> None:
+    """Lines against alpha for one context's ok runs: mean with unpaired 95 % t bars per alpha, the
+    baseline as a band (its mean and 95 % CI)."""
     base = ok[axes.baseline_rows(ok)][column].dropna().astype(float)
     if len(base):
-        if statistic == "mean":
-            mean, half = _mean_ci(base)
-            ax.axhspan(mean - half, mean + half, color="grey", alpha=0.25, label="baseline (alpha=0), 95 % CI")
-            ax.axhline(mean, color="grey", linewidth=1)
-        elif len(base) > 1:
-            ax.axhline(base.std(ddof=1), color="grey", linewidth=2, label="baseline (alpha=0)")
+        mean, half = _mean_ci(base)
+        ax.axhspan(mean - half, mean + half, color="grey", alpha=0.25, label="baseline (alpha=0), 95 % CI")
+        ax.axhline(mean, color="grey", linewidth=1)
     regularized = ok[~axes.baseline_rows(ok)]
     columns = _line_axes(regularized)
     lines = [(key if isinstance(key, tuple) else (key,), group)
              for key, group in regularized.groupby(columns, sort=True, dropna=False)]
     styles = _styles([key for key, _ in lines], columns, values)
     for index, (key, group) in enumerate(lines):
-        points = []
-        for alpha, g in group.groupby("alpha"):
-            values = g[column].dropna().astype(float)
-            if statistic == "mean" and len(values):
-                points.append((alpha, *_mean_ci(values)))
-            elif statistic == "sd" and len(values) > 1:
-                points.append((alpha, values.std(ddof=1), 0.0))
+        points = [(alpha, *_mean_ci(g[column].dropna().astype(float)))
+                  for alpha, g in group.groupby("alpha") if g[column].notna().any()]
         if not points:
             continue
-        alphas, values, halves = zip(*sorted(points))
-        ax.errorbar(np.asarray(alphas) * _dodge(index, len(lines)), values,
-                    yerr=halves if statistic == "mean" else None, capsize=3, label=_label(key), **styles[key])
+        alphas, means, halves = zip(*sorted(points))
+        ax.errorbar(np.asarray(alphas) * _dodge(index, len(lines)), means, yerr=halves, capsize=3,
+                    label=_label(key), **styles[key])
     ax.set_xscale("log")
     ax.set_xlabel("alpha (penalty coefficient, log scale)")
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
-    if legend:
-        _legend(ax, ", ".join(columns))
+    _legend(ax, ", ".join(columns))
 
 
 def _context_figure(ok: pd.DataFrame, draw, title: str):
@@ -165,45 +183,28 @@ def _context_figure(ok: pd.DataFrame, draw, title: str):
 
 
 def figures(runs: pd.DataFrame, histories: pd.DataFrame, values: dict[str, list[str]] | None = None) -> dict:
-    """The figures by file name (only ok runs are drawn; styles from `values`, palette(runs) by
-    default). The caller closes them."""
-    from matplotlib.figure import Figure
-    from matplotlib.patches import Patch
-
+    """The figures drawn from the runs alone, by file name (only ok runs; styles from `values`,
+    palette(runs) by default). The caller closes them."""
     values = palette(runs) if values is None else values
-    ok = runs[runs["status"] == "ok"].copy()
-    ok["gap_pp"] = ok["train_acc"].astype(float) - ok["test_acc"].astype(float)
-    made = {
-        PLOTS[0]: _context_figure(ok, lambda ax, o: _versus_alpha(
-            ax, o, "test_acc", "test accuracy (%), mean over seeds, 95 % CI", values), "Test accuracy against alpha"),
-        PLOTS[1]: _context_figure(ok, lambda ax, o: _versus_alpha(
-            ax, o, "gap_pp", "train minus test accuracy (pp), mean, 95 % CI", values),
-            "Generalization gap against alpha"),
-        PLOTS[2]: _context_figure(ok, lambda ax, o: _versus_alpha(
-            ax, o, "test_acc", "sd of test accuracy over seeds (pp)", values, statistic="sd"),
-            "Seed-to-seed spread of test accuracy against alpha"),
-    }
+    ok = runs[runs["status"] == "ok"]
     contexts = sorted(ok["context"].unique(), key=str) or [""]
-    fig = Figure(figsize=(4 * len(FEATURE_PANELS) + 2.5, 3.6 * len(contexts)))
-    panels = fig.subplots(len(contexts), len(FEATURE_PANELS), squeeze=False)
-    for row, context in enumerate(contexts):
-        part = ok[ok["context"] == context]
-        for col, metric in enumerate(FEATURE_PANELS):
-            ax = panels[row, col]
-            if part[metric].notna().any():
-                _versus_alpha(ax, part, metric, f"{metric} (%), mean, 95 % CI", values, legend=False)
-            else:
-                ax.text(0.5, 0.5, "not measured", ha="center", va="center", transform=ax.transAxes)
-            ax.set_title(metric + (f" [{context}]" if len(contexts) > 1 else ""), fontsize=8)
-        if part[list(FEATURE_PANELS)].notna().any().any():
-            # one legend per context row, beside its last panel, naming every line of the row
-            columns = _line_axes(part[~axes.baseline_rows(part)])
-            keys = _keys(part, columns)
-            band = Patch(color="grey", alpha=0.25, label="baseline (alpha=0), 95 % CI")
-            _legend(panels[row, -1], ", ".join(columns), _proxies(keys, _styles(keys, columns, values), band))
-    made[PLOTS[3]] = fig
-    made[PLOTS[4]] = _validation_figure(ok, histories, contexts, values)
-    return made
+    return {
+        ACCURACY_PLOT: _context_figure(ok, lambda ax, o: _versus_alpha(
+            ax, o, "test_acc", "test accuracy (%), mean over seeds, 95 % CI", values),
+            "Test accuracy against alpha (descriptive, unpaired; the verdict is paired: forest_accuracy.png)"),
+        VALIDATION_PLOT: _validation_figure(ok, histories, contexts, values),
+    }
+
+
+def summary_figures(runs: pd.DataFrame, analysis) -> dict:
+    """The figures drawn from the statistics (an l2reg.analysis.Analysis of `runs`), by file name."""
+    from l2reg.forest import churn_figure, features_figure, forest_figure, gap_figure
+    from l2reg.heatmap import heatmap_figure
+
+    summary, m = analysis.summary, analysis.min_effect_pp
+    return {HEATMAP_PLOT: heatmap_figure(summary, analysis.verdicts), FOREST_PLOT: forest_figure(summary, runs, m),
+            GAP_PLOT: gap_figure(summary, runs, m), CHURN_PLOT: churn_figure(summary, runs, m),
+            FEATURES_PLOT: features_figure(summary)}
 
 
 def _validation_figure(ok: pd.DataFrame, histories: pd.DataFrame, contexts: list, values: dict[str, list[str]]):
@@ -247,63 +248,24 @@ def _validation_figure(ok: pd.DataFrame, histories: pd.DataFrame, contexts: list
     return fig
 
 
-def paired_figure(summary: pd.DataFrame, min_effect_pp: float, values: dict[str, list[str]] | None = None):
-    """The paired gains of summary.csv (delta_pp, paired_ci_low_pp, paired_ci_high_pp) against alpha;
-    styles from `values` (palette(summary) by default; write_plots passes the runs' palette)."""
-    from matplotlib.figure import Figure
-
-    values = palette(summary) if values is None else values
-    tested = summary[(~axes.baseline_rows(summary)) & summary["delta_pp"].notna()]
-    contexts = sorted(summary["context"].unique(), key=str) or [""]
-    fig = Figure(figsize=(10, 4.5 * len(contexts)))
-    panels = fig.subplots(len(contexts), 1, squeeze=False)[:, 0]
-    for ax, context in zip(panels, contexts):
-        part = tested[tested["context"] == context]
-        ax.axhline(0.0, color="grey", linewidth=1)
-        ax.axhspan(-min_effect_pp, min_effect_pp, color="grey", alpha=0.15, label=f"+-m = {min_effect_pp:g} pp")
-        if len(part):
-            # the lines are named by the axes that vary among all the context's settings (as in the
-            # other plots), tested or not
-            context_rows = summary[(summary["context"] == context) & (~axes.baseline_rows(summary))]
-            columns = _line_axes(context_rows)
-            lines = [(key if isinstance(key, tuple) else (key,), group)
-                     for key, group in part.groupby(columns, sort=True, dropna=False)]
-            styles = _styles([key for key, _ in lines], columns, values)
-            for i, (key, group) in enumerate(lines):
-                group = group.sort_values("alpha")
-                low = (group["delta_pp"] - group["paired_ci_low_pp"]).clip(lower=0).fillna(0)
-                high = (group["paired_ci_high_pp"] - group["delta_pp"]).clip(lower=0).fillna(0)
-                # each line a little to the side (DODGE_DECADES apart on the log axis) so that
-                # overlapping CIs of one alpha stay readable
-                ax.errorbar(group["alpha"] * _dodge(i, len(lines)), group["delta_pp"], yerr=[low, high], capsize=3,
-                            label=_label(key), **styles[key])
-            ax.set_xscale("log")
-            _legend(ax, ", ".join(columns))
-        ax.set_xlabel("alpha (penalty coefficient, log scale)")
-        ax.set_ylabel("test accuracy gain over the baseline (pp),\npaired by seed, 95 % CI")
-        ax.grid(alpha=0.3)
-        ax.set_title("Paired gain against alpha (the primary analysis)" + (f"\n[{context}]" if len(contexts) > 1
-                                                                            else ""), fontsize=9)
-    return fig
-
-
-def write_plots(runs: pd.DataFrame, histories: pd.DataFrame, folder: Path, summary: pd.DataFrame | None = None,
-                min_effect_pp: float = 0.1) -> list[Path]:
-    """Write the PNGs into `folder` (each atomically); return their paths. With `summary` (the
-    statistics' table), the paired-gain plot comes first."""
+def write_plots(runs: pd.DataFrame, histories: pd.DataFrame, folder: Path, analysis) -> list[Path]:
+    """Write every file of PLOTS into `folder` (each atomically), in PLOTS order, remove the RETIRED
+    ones an older l2sweep wrote there, and return the written paths. `analysis`: the
+    l2reg.analysis.Analysis of `runs` (summary, verdicts, margin)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    made = {**summary_figures(runs, analysis), **figures(runs, histories, palette(runs))}
     written = []
-    values = palette(runs)  # one style per axis value in every file
-    made = figures(runs, histories, values)
-    if summary is not None:
-        made = {PAIRED_PLOT: paired_figure(summary, min_effect_pp, values), **made}
-    for name, fig in made.items():
+    for name in PLOTS:
+        fig = made[name]
         # matplotlib.figure.Figure needs no pyplot, so no GUI backend is ever touched (headless-safe)
         buffer = io.BytesIO()
-        fig.tight_layout()
-        # bbox "tight": the legends sit outside the panels, on their right
+        if fig.get_layout_engine() is None:  # the statistics' figures lay themselves out (constrained)
+            fig.tight_layout()
+        # bbox "tight": the legends and the right-hand texts sit outside the panels
         fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
         write_bytes_atomic(folder / name, buffer.getvalue())
         written.append(folder / name)
+    for name in RETIRED:
+        (folder / name).unlink(missing_ok=True)
     return written

@@ -23,6 +23,12 @@ from l2reg.claims.base import (
     BETTER,
     DIVERGED,
     EQUIVALENT,
+    HEAT_AGAINST,
+    HEAT_DIVERGED,
+    HEAT_NOT_TESTED,
+    HEAT_SHOWN_NOT,
+    HEAT_SUPPORTS,
+    HEAT_UNDECIDED,
     INCONCLUSIVE,
     NO_PREDICTIONS,
     NOT_SUPPORTED,
@@ -32,6 +38,7 @@ from l2reg.claims.base import (
     WORSE,
     Claim,
     Context,
+    HeatCall,
     SectionView,
     Setting,
     column,
@@ -297,6 +304,25 @@ class Accuracy(Claim):
                                               "equivalent": [str(r["equivalent"]) for r in sens],
                                               "worse": [str(r["worse"]) for r in sens]})), "",
         ]
+
+    def heat_call(self, row) -> HeatCall:
+        """better: supports; worse (shown below 0, Holm): against; another tested setting with
+        p_inferior < 0.05 (its gain shown below m, the per-setting part of "not supported"): shown
+        not to ("equivalent" or "below m"); else undecided ("above 0" when only that is shown).
+        The text: that call and the paired gain in pp."""
+        verdict, gain = row.get("call"), row.get("delta_pp", float("nan"))
+        signed = f"{gain:+.2f}" if gain == gain else ""
+        if verdict == DIVERGED:
+            return HeatCall(HEAT_DIVERGED)
+        if not row.get("paired_n", 0) >= 2 or verdict == NOT_TESTED:
+            return HeatCall(HEAT_NOT_TESTED)
+        if verdict == BETTER:
+            return HeatCall(HEAT_SUPPORTS, f"better {signed}")
+        if verdict == WORSE:
+            return HeatCall(HEAT_AGAINST, f"worse {signed}")
+        if row.get("p_inferior", float("nan")) < stats.SIGNIFICANCE:
+            return HeatCall(HEAT_SHOWN_NOT, f"{'equivalent' if verdict == EQUIVALENT else 'below m'} {signed}")
+        return HeatCall(HEAT_UNDECIDED, f"{'above 0 ' if verdict == ABOVE_ZERO_ONLY else ''}{signed}")
 
     def axis_columns(self, everything: pd.DataFrame, live: pd.DataFrame, others: list[str]) -> dict:
         best = live.loc[live["delta_pp"].idxmax()] if live["delta_pp"].notna().any() else None

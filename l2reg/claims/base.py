@@ -1,6 +1,7 @@
 """What every claim shares: the :class:`Claim` interface, the evidence a claim is handed (one
-context's baseline, one setting's runs), and the verdict vocabulary and helpers the four built-in
-claims use (a verdict dict, diverged settings, the seeds a margin rule needs).
+context's baseline, one setting's runs), the verdict vocabulary and helpers the built-in claims use
+(a verdict dict, diverged settings, the seeds a margin rule needs), and the heat map's shared
+per-setting vocabulary (HEAT_CALLS, :meth:`Claim.heat_call`).
 
 Conventions for every claim:
 - Families. Each context is its own family: its own baseline (the ok runs with alpha == 0), its
@@ -38,6 +39,16 @@ INCONCLUSIVE = "inconclusive"
 
 NO_PREDICTIONS = "runs lack per-image predictions"
 
+# The heat map's shared vocabulary (Claim.heat_call): what a claim's declared per-setting test
+# decided for one setting, in words common to every claim; each claim maps its own calls onto it.
+HEAT_SUPPORTS = "supports"  # the setting meets the claim's rule for "supported"
+HEAT_SHOWN_NOT = "shown not to"  # it meets the claim's per-setting rule for "not supported"
+HEAT_AGAINST = "against"  # shown to go the other way (worse, larger spread, more churn)
+HEAT_UNDECIDED = "undecided"  # tested, neither
+HEAT_NOT_TESTED = NOT_TESTED  # too few pairs, or the claim has no per-setting test
+HEAT_DIVERGED = DIVERGED  # some run diverged: never counted as supporting
+HEAT_CALLS = (HEAT_SUPPORTS, HEAT_SHOWN_NOT, HEAT_AGAINST, HEAT_UNDECIDED, HEAT_NOT_TESTED, HEAT_DIVERGED)
+
 
 def column(frame: pd.DataFrame, name: str) -> pd.Series:
     """A numeric column of a runs table (NaN where absent or not a number)."""
@@ -52,6 +63,15 @@ def paired_differences(setting: pd.DataFrame, baseline: pd.DataFrame, name: str)
     right = pd.DataFrame({"seed": baseline["seed"], "y": column(baseline, name)}).dropna()
     pairs = left.merge(right, on="seed").sort_values("seed", kind="stable")
     return pairs["seed"].to_numpy(), (pairs["x"] - pairs["y"]).to_numpy(dtype=float)
+
+
+@dataclass(frozen=True)
+class HeatCall:
+    """One heat-map cell: `call` from HEAT_CALLS and a short annotation (the claim's own call or
+    the number that decided it; empty: the call itself is written)."""
+
+    call: str
+    text: str = ""
 
 
 @dataclass
@@ -153,6 +173,14 @@ class Claim:
     def table(self, view: SectionView) -> str:
         """The markdown table of its section (one row per setting)."""
         return ""
+
+    def heat_call(self, row) -> HeatCall:
+        """What its declared per-setting test decided for one setting (a summary row: a dict or a
+        Series with its columns, which an old table may lack), in the shared vocabulary HEAT_CALLS:
+        supports = the setting meets the claim's rule for "supported"; shown not to = it meets the
+        per-setting part of the rule for "not supported"; against = shown to go the other way;
+        undecided; not tested; diverged. A claim without a per-setting test: not tested."""
+        return HeatCall(HEAT_NOT_TESTED)
 
     def axis_columns(self, everything: pd.DataFrame, live: pd.DataFrame, others: list[str]) -> dict:
         """Its cells of the by-axis table for one axis value: `everything` its settings, `live` those

@@ -39,6 +39,12 @@ from l2reg import stats, text
 from l2reg.claims.base import (
     BASELINE,
     DIVERGED,
+    HEAT_AGAINST,
+    HEAT_DIVERGED,
+    HEAT_NOT_TESTED,
+    HEAT_SHOWN_NOT,
+    HEAT_SUPPORTS,
+    HEAT_UNDECIDED,
     INCONCLUSIVE,
     NO_PREDICTIONS,
     NOT_SUPPORTED,
@@ -47,6 +53,7 @@ from l2reg.claims.base import (
     UNDECIDED,
     Claim,
     Context,
+    HeatCall,
     SectionView,
     Setting,
     count,
@@ -286,6 +293,23 @@ class Churn(Claim):
             "p lower (Holm)": rows["churn_p_lower_holm"].map(text.p_cell),
             "call": rows["churn_call"],
         })) + (f"\n\nBaseline churn over all its runs: {cell(base, 1)} images." if base == base else "")
+
+    def heat_call(self, row) -> HeatCall:
+        """From churn_call: lower churn -> supports; not lower by m -> shown not to, or against when
+        its 95 % jackknife-t CI lies above 0 (the verdict's "higher churn", descriptive); undecided;
+        diverged; not tested (also for a table without the claim's columns). The text: delta in
+        images."""
+        verdict, delta = row.get("churn_call"), row.get("churn_delta", float("nan"))
+        text_ = f"{delta:+.0f} img" if delta == delta else ""
+        if verdict == DIVERGED:
+            return HeatCall(HEAT_DIVERGED)
+        if verdict == LOWER:
+            return HeatCall(HEAT_SUPPORTS, text_)
+        if verdict == NOT_LOWER:
+            return HeatCall(HEAT_AGAINST if row.get("churn_ci_low", float("nan")) > 0 else HEAT_SHOWN_NOT, text_)
+        if verdict == UNDECIDED:
+            return HeatCall(HEAT_UNDECIDED, text_)
+        return HeatCall(HEAT_NOT_TESTED)
 
     # the by-axis reading is a reading aid over summary rows: rows without the churn columns (a table
     # written for the other claims) read as no churn finding, not as an error

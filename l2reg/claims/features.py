@@ -48,12 +48,19 @@ import pandas as pd
 
 from l2reg import stats, text
 from l2reg.claims.base import (
+    HEAT_AGAINST,
+    HEAT_DIVERGED,
+    HEAT_NOT_TESTED,
+    HEAT_SHOWN_NOT,
+    HEAT_SUPPORTS,
+    HEAT_UNDECIDED,
     INCONCLUSIVE,
     NOT_SUPPORTED,
     NOT_TESTED,
     SUPPORTED,
     Claim,
     Context,
+    HeatCall,
     SectionView,
     Setting,
     column,
@@ -421,6 +428,17 @@ class Features(Claim):
         columns["zero_fraction"] = [f"{cell(d, 4, True)} ({text.p_cell(p)})" if d == d else "-"
                                     for d, p in zip(rows["zero_fraction_delta"], rows["zero_fraction_p"])]
         return text.markdown_table(pd.DataFrame(columns))
+
+    def heat_call(self, row) -> HeatCall:
+        """From features_call: supports -> supports; shown worse on a metric -> against; shown below
+        every margin -> shown not to; better on a metric but not shown non-inferior on another, or
+        undecided -> undecided (neither keeps the verdict from "not supported" nor makes it
+        "supported"); diverged; not tested (also for a table without the column)."""
+        heat, text_ = {SUPPORTS: (HEAT_SUPPORTS, "supports"), SHOWN_WORSE: (HEAT_AGAINST, "worse on one"),
+                       BELOW: (HEAT_SHOWN_NOT, "below margins"), NOT_NONINFERIOR: (HEAT_UNDECIDED, "better, not NI"),
+                       UNDECIDED: (HEAT_UNDECIDED, ""), DIVERGED: (HEAT_DIVERGED, "")}.get(
+            row.get(CALL_COLUMN), (HEAT_NOT_TESTED, ""))
+        return HeatCall(heat, text_)
 
     def axis_columns(self, everything: pd.DataFrame, live: pd.DataFrame, others: list[str]) -> dict:
         return {f"{metric} gain pp, mean": text.cell(live[f"{metric}_delta_pp"].mean(), 2, True)

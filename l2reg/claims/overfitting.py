@@ -16,6 +16,11 @@ from l2reg import stats, text
 from l2reg.claims.base import (
     ABOVE_ZERO_ONLY,
     BETTER,
+    HEAT_DIVERGED,
+    HEAT_NOT_TESTED,
+    HEAT_SHOWN_NOT,
+    HEAT_SUPPORTS,
+    HEAT_UNDECIDED,
     INCONCLUSIVE,
     NOT_SUPPORTED,
     NOT_TESTED,
@@ -23,6 +28,7 @@ from l2reg.claims.base import (
     WORSE,
     Claim,
     Context,
+    HeatCall,
     SectionView,
     Setting,
     column,
@@ -240,6 +246,25 @@ class Overfitting(Claim):
             "test loss change": rows["test_loss_delta"].map(lambda v: cell(v, 4, signed=True)),
             "p lower loss (Holm)": rows["test_loss_p_holm"].map(text.p_cell),
         }))
+
+    def heat_call(self, row) -> HeatCall:
+        """support_p_holm < 0.05 (gap shrunk by more than m, test accuracy held): supports; gap
+        change shown above -m or test accuracy shown below -m (each one-sided p < 0.025, the rule's
+        "shown not to"): shown not to; else undecided. The rule has no "more overfitting" call, so
+        nothing here is "against". The text: the paired gap change in pp (or "acc < -m")."""
+        if row.get("n_diverged", 0) > 0:
+            return HeatCall(HEAT_DIVERGED)
+        if not row.get("gap_n", 0) >= 2:
+            return HeatCall(HEAT_NOT_TESTED)
+        gap, half = row.get("gap_delta_pp", float("nan")), stats.SIGNIFICANCE / 2
+        text_ = f"gap {gap:+.2f}" if gap == gap else ""
+        if row.get("support_p_holm", float("nan")) < stats.SIGNIFICANCE:
+            return HeatCall(HEAT_SUPPORTS, text_)
+        if row.get("acc_below_p", float("nan")) < half:
+            return HeatCall(HEAT_SHOWN_NOT, "acc < -m")
+        if row.get("gap_p_above_margin", float("nan")) < half:
+            return HeatCall(HEAT_SHOWN_NOT, text_)
+        return HeatCall(HEAT_UNDECIDED, text_)
 
     def axis_columns(self, everything: pd.DataFrame, live: pd.DataFrame, others: list[str]) -> dict:
         return {"gap change pp, mean": text.cell(live["gap_delta_pp"].mean(), 3, True)}

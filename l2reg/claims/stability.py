@@ -13,12 +13,19 @@ from scipy import stats as sps
 
 from l2reg import stats, text
 from l2reg.claims.base import (
+    HEAT_AGAINST,
+    HEAT_DIVERGED,
+    HEAT_NOT_TESTED,
+    HEAT_SHOWN_NOT,
+    HEAT_SUPPORTS,
+    HEAT_UNDECIDED,
     INCONCLUSIVE,
     NOT_SUPPORTED,
     NOT_TESTED,
     SUPPORTED,
     Claim,
     Context,
+    HeatCall,
     SectionView,
     Setting,
     column,
@@ -155,6 +162,24 @@ class Stability(Claim):
             "Brown-Forsythe p (Holm)": rows["spread_p_holm"].map(text.p_cell),
             "power for a 1.5x smaller sd": rows["spread_power_1_5x"].map(lambda v: cell(v, 2)),
         }))
+
+    def heat_call(self, row) -> HeatCall:
+        """sd ratio < 1 with Brown-Forsythe Holm p < 0.05: supports; ratio > 1 with Holm p < 0.05
+        (a larger spread): against; neither with >= 80 % power to find a 1.5x smaller sd (the
+        per-setting part of "not supported"): shown not to; else undecided. The text: the sd ratio."""
+        if row.get("n_diverged", 0) > 0:
+            return HeatCall(HEAT_DIVERGED)
+        p, ratio = row.get("spread_p_holm", float("nan")), row.get("spread_ratio", float("nan"))
+        if not np.isfinite(row.get("spread_p", float("nan"))):
+            return HeatCall(HEAT_NOT_TESTED)
+        text_ = f"sd x{ratio:.2f}" if ratio == ratio else ""
+        if p < stats.SIGNIFICANCE and ratio < 1:
+            return HeatCall(HEAT_SUPPORTS, text_)
+        if p < stats.SIGNIFICANCE and ratio > 1:
+            return HeatCall(HEAT_AGAINST, text_)
+        if row.get("spread_power_1_5x", float("nan")) >= POWER:
+            return HeatCall(HEAT_SHOWN_NOT, text_)
+        return HeatCall(HEAT_UNDECIDED, text_)
 
     def axis_columns(self, everything: pd.DataFrame, live: pd.DataFrame, others: list[str]) -> dict:
         return {"sd ratio, median": text.cell(live["spread_ratio"].median(), 2)}

@@ -59,6 +59,16 @@ def choose_candidates(summary: pd.DataFrame, context: str, k: int) -> pd.DataFra
     return rows.sort_values(["delta_pp", "_name"], ascending=[False, True], kind="stable").head(k)
 
 
+def setting_name(setting: dict) -> str:
+    """A candidate named by alpha, target and every other setting axis not at its "off" value
+    (`alpha=0.01 target=activations schedule=exponential(gamma=1)`)."""
+    from l2reg import text
+
+    shown = [ax.column for ax in axes.SETTING_AXES
+             if ax.column in ("alpha", "target") or str(setting.get(ax.column)) != str(ax.off)]
+    return " ".join(text.axis_value(c, setting[c]) for c in shown if c in setting)
+
+
 def _screen_record(screen: Path, context: str, setting: dict) -> dict:
     """A run record of the screen with this context and setting (its config gives the overrides)."""
     for path in files.run_files(screen / "runs"):

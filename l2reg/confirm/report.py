@@ -18,7 +18,7 @@ from scipy import stats as sps
 
 from l2reg import files, stats, text
 from l2reg.confirm import design as D
-from l2reg.confirm.plan import PlanError, load_plan
+from l2reg.confirm.plan import PlanError, load_plan, setting_name
 from l2reg.confirm.study import STATE_FILE, Replay, _arm_runs, design_of, replay
 
 REPORT_FILE = "confirmation.md"
@@ -28,7 +28,7 @@ DESCRIBED = ("train_acc", "probe_acc_100", "probe_acc_1000", "probe_acc_100_cv",
 
 
 def _name(setting: dict) -> str:
-    return " ".join(text.axis_value(c, setting[c]) for c in ("alpha", "target", "schedule"))
+    return setting_name(setting)
 
 
 def _last_seeds(plan: dict, h: D.HypothesisState) -> range:
@@ -80,7 +80,7 @@ def churn_rows(plan: dict, result: Replay) -> list[dict]:
         a = np.stack([predictions[mine[s]] for s in paired])
         b = np.stack([predictions[base[s]] for s in paired])
         test = stats.churn_permutation_test(a, b)
-        low, high = stats.churn_bootstrap_interval(a, b)
+        low, high = stats.churn_interval(a, b)
         rows.append({"id": spec["id"], "setting": _name(arm["setting"]), **test, "ci_low": low, "ci_high": high})
     adjusted = stats.holm_family([r["p_lower"] for r in rows], [r["n"] for r in rows])
     alpha = float(plan["secondary"]["alpha"])
@@ -209,7 +209,7 @@ def _secondary_lines(plan: dict, churn: list[dict], described: list[dict]) -> li
             "hypothesis": r["id"], "setting": r["setting"], "seeds": r["n"],
             "churn (images)": text.number(r["churn_setting"], 1, False),
             "baseline churn": text.number(r["churn_baseline"], 1, False),
-            "change [95 % bootstrap CI]": f"{text.number(r['delta'], 1)} [{text.number(r['ci_low'], 1)}, "
+            "change [95 % jackknife-t CI]": f"{text.number(r['delta'], 1)} [{text.number(r['ci_low'], 1)}, "
                                           f"{text.number(r['ci_high'], 1)}]",
             "permutation p (Holm)": text.p_value(r["p_lower_holm"]),
             "lower churn": "yes" if r["lower"] else "not shown"} for r in churn])), ""]

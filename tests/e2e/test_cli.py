@@ -18,7 +18,7 @@ from l2reg import axes, files
 from l2reg.analysis import summary_columns
 from l2reg.claims.features import METRICS as FEATURE_METRICS
 from l2reg.cli.main import app
-from l2reg.plots import PAIRED_PLOT, PLOTS
+from l2reg.plots import PLOTS
 from l2reg.report import run_columns
 
 runner = CliRunner()
@@ -68,7 +68,7 @@ def test_sweep_writes_runs_summary_verdicts_and_report(tiny_mnist, tmp_path):
     folder = out / "t"
     assert sorted(p.name for p in folder.iterdir()) == ["plots", "report.md", "runs", "runs.csv", "summary.csv",
                                                         "sweep.json", "verdict.json"]
-    assert sorted(p.name for p in (folder / "plots").iterdir()) == sorted([PAIRED_PLOT, *PLOTS])
+    assert sorted(p.name for p in (folder / "plots").iterdir()) == sorted(PLOTS)
     assert len(list((folder / "runs").glob("*.json"))) == 9
     runs = pd.read_csv(folder / "runs.csv")
     assert list(runs.columns) == run_columns()

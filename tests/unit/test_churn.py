@@ -27,7 +27,6 @@ from scipy import stats as sps
 from l2reg.stats import (
     MIN_CHURN_PAIRS,
     churn,
-    churn_bootstrap_interval,
     churn_interval,
     churn_jackknife,
     churn_lower_bound,
@@ -235,8 +234,6 @@ def test_jackknife_interval_equals_a_brute_force_leave_one_seed_out_jackknife(n,
     assert churn_lower_bound(setting, baseline) == pytest.approx(float(delta) - sps.t.ppf(0.95, n - 1) * se,
                                                                  rel=1e-12)
     assert churn_lower_bound(setting, baseline) == pytest.approx(churn_interval(setting, baseline, 0.90)[0])
-    # the old name, kept for callers, gives the same interval (its bootstrap arguments are ignored)
-    assert churn_bootstrap_interval(setting, baseline, 500, 3) == churn_interval(setting, baseline)
 
 
 def test_identical_arms_give_a_point_interval_and_a_planted_drop_an_interval_below_zero():
@@ -257,14 +254,17 @@ def test_jackknife_interval_coverage_by_simulation(n):
     """Over 300 simulated studies (true delta about -4 of 200 images: setting q = 0.8 q; seeds share
     z with rho = 0.75 and a seed-level effect with tau = 0.25), how often the interval holds the true
     delta. Nominal 0.95 both ways; 300 studies give a Monte-Carlo se of about 0.013, so the bounds
-    (>= 0.91) are 3 se below nominal. The percentile bootstrap over seeds that the jackknife-t
-    replaced covered, in this test's model at 300 studies: two-sided 0.82 / one-sided 0.87 at n = 5,
-    0.89 / 0.90 at n = 10 -- it fails these bounds. A larger simulation (2,000 studies per cell, N =
-    200 to 800 images, seed effects up to twice the committed screens' spread, a setting that lowers
-    churn and one that does not) gave: percentile bootstrap 0.79-0.83 / 0.86-0.89 at n = 5,
-    0.86-0.89 / 0.90-0.91 at n = 10, 0.91-0.93 / 0.93 at n = 20; jackknife-t 0.94-0.96 / 0.94-0.96 at
-    every n. The jackknife se is also checked against the true sd of delta over the studies: by the
-    Efron-Stein inequality its square is on average at least the variance."""
+    (>= 0.91) are 3 se below nominal. On these draws the jackknife-t covers 0.96 / 0.96 (two-sided /
+    one-sided) at n = 5 and 0.95 / 0.94 at n = 10 (3,000 studies of this model: 0.95 / 0.95 and
+    0.95 / 0.94). The percentile bootstrap over seeds (2,000 replicates) that it replaced covered
+    0.86 / 0.90 at n = 5 and 0.87 / 0.88 at n = 10 on these draws (3,000 studies: 0.82 / 0.89 and
+    0.88 / 0.90) -- it fails these bounds. A larger simulation (2,000 studies per cell, N =
+    200 to 800 images, seed-to-seed spread of d up to the largest on the committed screens, a setting
+    that lowers churn and one that does not) gave: percentile bootstrap 0.79-0.83 / 0.86-0.89 at n =
+    5, 0.86-0.89 / 0.90-0.91 at n = 10, 0.91-0.93 / 0.93 at n = 20; jackknife-t 0.94-0.96 / 0.94-0.96
+    at every n (stats.churn_interval's docstring has the rest). The jackknife se is also checked
+    against the true sd of delta over the studies: by the Efron-Stein inequality its square is on
+    average at least the variance."""
     rng = np.random.default_rng(31 + n)
     labels = rng.integers(0, 10, N_IMAGES)
     q = error_probabilities(rng)
@@ -283,4 +283,4 @@ def test_jackknife_interval_coverage_by_simulation(n):
     assert 0.91 <= above / reps <= 0.99
     assert np.mean(deltas) == pytest.approx(truth, abs=4 * np.std(deltas) / np.sqrt(reps))  # unbiased
     ratio = np.sqrt(np.mean(np.square(ses))) / np.std(deltas)
-    assert 0.9 <= ratio <= 1.35
+    assert 0.85 <= ratio <= 1.35  # 0.99 and 1.14 on these draws

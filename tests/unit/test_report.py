@@ -15,7 +15,7 @@ from l2reg.analysis import summary_columns
 from l2reg.claims import names as claim_names
 from l2reg.claims.features import METRICS as FEATURE_METRICS
 from l2reg.claims.features import NOT_NONINFERIOR, SUPPORTS, UNDECIDED
-from l2reg.plots import DODGE_DECADES, FEATURE_PANELS, PLOTS, figures
+from l2reg.plots import ACCURACY_PLOT, CAPTIONS, DODGE_DECADES, FOREST_PLOT, PLOTS, VALIDATION_PLOT, figures
 from l2reg.report import (
     Loaded,
     Report,
@@ -218,7 +218,7 @@ def test_summary_numbers_are_what_scipy_computes(tmp_path):
 def test_the_other_claims_follow_their_declared_rules(tmp_path):
     gains_folder(tmp_path, "supported")
     verdicts = write_reports(tmp_path).analysis.verdicts[CONTEXT]
-    assert set(verdicts) == {"accuracy", "overfitting", "stability", "features"}
+    assert set(verdicts) == {"accuracy", "overfitting", "stability", "churn", "features"}
     # A shrinks the gap by 0.5 pp (> m) and raises test accuracy: supported, and said why
     overfitting = verdicts["overfitting"]
     assert overfitting["verdict"] == "supported"
@@ -274,7 +274,8 @@ def test_old_run_records_read_with_the_off_values_of_newer_axes(tmp_path):
     assert (baseline["form"], baseline["scope"]) == ("none", "none")
     assert runs["compiled"].isna().all()
     assert report.paths == {CONTEXT: {"devices": ["cpu"], "code_paths": ["not recorded, single run"],
-                                      "commits": ["abc"], "one_path": False}}
+                                      "commits": ["abc"], "fingerprints": ["not recorded"],
+                                      "threads": ["not recorded"], "one_path": False, "mixed_code": False}}
     row = report.analysis.summary.iloc[1]
     assert row["boot_n"] == 0 and np.isnan(row["boot_ci_low_pp"]) and np.isnan(row["disagreements"])
     accuracy = report.analysis.verdicts[CONTEXT]["accuracy"]
@@ -373,7 +374,7 @@ def test_plots_have_a_series_per_target_and_schedule_and_a_baseline_band(tmp_pat
     loaded = load_records(tmp_path)
     assert len(loaded.records) == len(records) and loaded.skipped == []
     made = figures(runs_frame(loaded.records), histories_frame(loaded.records))
-    assert set(made) == set(PLOTS)
+    assert set(made) == {ACCURACY_PLOT, VALIDATION_PLOT}  # the others are drawn from the statistics
     accuracy = made["test_acc_vs_alpha.png"].axes[0]
     assert len(accuracy.containers) == 4  # errorbar series: 2 targets x 2 schedules
     assert sorted(c.get_label() for c in accuracy.containers) == [
@@ -399,29 +400,30 @@ def test_plots_have_a_series_per_target_and_schedule_and_a_baseline_band(tmp_pat
         assert len(ax.lines) == 1 + 4  # the baseline + 2 targets x 2 schedules
         assert ax.lines[0].get_label() == "baseline (alpha=0)" and ax.lines[0].get_color() == "black"
     assert [ax.get_legend() is not None for ax in validation] == [False, True]
-    gap = made["gap_vs_alpha.png"].axes[0]
-    assert len(gap.containers) == 4
-    assert {c.get_label(): (c.lines[0].get_color(), c.lines[0].get_linestyle()) for c in gap.containers} == style
-    spread = made["spread_vs_alpha.png"].axes[0]
-    assert len(spread.containers) == 4 and len(spread.lines) >= 1  # the baseline's sd as a line
-    features = made["features_vs_alpha.png"].axes
-    assert len(features) == len(FEATURE_PANELS) and all(ax.texts[0].get_text() == "not measured" for ax in features)
 
 
-def test_feature_panels_share_one_legend_per_context(tmp_path):
+def test_feature_panels_draw_the_summarys_paired_gains_and_margins(tmp_path):
+    from l2reg.forest import features_figure
+
     records = []
     for seed in range(3):
         for alpha, target in ((0.0, "both"), (1e-4, "weights"), (1e-4, "both"), (1e-3, "both")):
             records.append(record(f"{target}-{alpha}-{seed}", setting_of(alpha, target), seed, 9900 + seed,
-                                  features={m: 90.0 + seed + 1000 * alpha for m in FEATURE_PANELS}))
+                                  features={m: 90.0 + seed + 1000 * alpha + (0.1 * seed if target == "both" else 0)
+                                            for m in FEATURE_METRICS}))
     write(tmp_path, records)
-    loaded = load_records(tmp_path).records
-    features = figures(runs_frame(loaded), histories_frame(loaded))["features_vs_alpha.png"].axes
-    assert len(features) == len(FEATURE_PANELS)
-    assert [ax.get_legend() is not None for ax in features] == [False] * (len(FEATURE_PANELS) - 1) + [True]
-    for ax in features:
-        assert sorted(c.get_label() for c in ax.containers) == ["both", "weights"]
-        assert len(ax.patches) == 1  # the baseline band
+    summary = write_reports(tmp_path).analysis.summary
+    panels = [ax for ax in features_figure(summary).axes if ax.axison]
+    assert len(panels) == len(FEATURE_METRICS)
+    rows = summary[summary["alpha"] > 0]
+    for ax, metric in zip(panels, FEATURE_METRICS):
+        band = next(a for a in ax.patches if a.get_gid() == "margin band")
+        m = summary[f"{metric}_margin_pp"].iloc[0]
+        assert (band.get_x(), band.get_x() + band.get_width()) == pytest.approx((-m, m))
+        # one marker per setting at its paired gain, in the summary's order from the top
+        drawn = {tuple(xy) for a in ax.collections if str(a.get_gid()).startswith("call:") for xy in a.get_offsets()}
+        assert drawn == {(d, y) for d, y in zip(rows[f"{metric}_delta_pp"], [2.0, 1.0, 0.0])}
+    assert (tmp_path / "plots" / "features_paired.png").stat().st_size > 1000
 
 
 def test_each_context_is_its_own_family_in_every_output(tmp_path, wide_console):
@@ -463,30 +465,28 @@ def test_each_context_is_its_own_family_in_every_output(tmp_path, wide_console):
         f"[{c}]" for c in sorted(contexts.values())]
 
 
-def test_the_paired_gain_plot_draws_the_summarys_paired_numbers(tmp_path):
-    from l2reg.plots import PAIRED_PLOT, paired_figure
+def test_the_forest_plot_draws_the_summarys_paired_numbers_and_is_listed_with_its_caption(tmp_path):
+    from l2reg.forest import forest_figure
 
     plots_folder(tmp_path)
     report = write_reports(tmp_path)
-    assert (tmp_path / "plots" / PAIRED_PLOT).stat().st_size > 1000
-    assert f"](plots/{PAIRED_PLOT})" in (tmp_path / "report.md").read_text()
+    assert (tmp_path / "plots" / FOREST_PLOT).stat().st_size > 1000
+    report_md = (tmp_path / "report.md").read_text()
+    assert [line for line in report_md.splitlines() if line.startswith("![")] == [
+        f"![{name[:-4]}](plots/{name})" for name in PLOTS]
+    assert f"![forest_accuracy](plots/{FOREST_PLOT})\n\n{CAPTIONS[FOREST_PLOT]}\n" in report_md
     summary = report.analysis.summary
-    ax = paired_figure(summary, 0.1).axes[0]
-    assert len(ax.containers) == 4 and len(ax.patches) == 1  # 2 targets x 2 schedules; the +-m band
-    offsets = {round(container.lines[0].get_xdata()[0] / summary["alpha"][summary["alpha"] > 0].min(), 9)
-               for container in ax.containers}
-    assert len(offsets) == 4  # no two lines drawn on top of each other
-    for container in ax.containers:
-        target, schedule = container.get_label().split(", ")
-        rows = summary[(summary["target"] == target) & (summary["schedule"] == schedule)].sort_values("alpha")
-        assert list(container.lines[0].get_ydata()) == pytest.approx(rows["delta_pp"].tolist())
-        # drawn at its alpha, moved aside by at most 1.5 dodges (4 lines): 10 ** (1.5 * 0.025) < 1.1
-        x = np.asarray(container.lines[0].get_xdata()) / rows["alpha"].to_numpy()
-        assert np.allclose(x, x[0]) and 1 / 1.1 < x[0] < 1.1
-        # the error bars span the paired 95 % CI
-        segments = container.lines[2][0].get_segments()
-        assert [seg[0][1] for seg in segments] == pytest.approx(rows["paired_ci_low_pp"].tolist())
-        assert [seg[1][1] for seg in segments] == pytest.approx(rows["paired_ci_high_pp"].tolist())
+    rows = summary[summary["alpha"] > 0].sort_values("delta_pp", ascending=False, kind="stable")
+    ax = next(a for a in forest_figure(summary, report.runs, 0.1).axes if a.get_title())
+    y = [float(v) for v in range(len(rows) - 1, -1, -1)]
+    (ci,) = [a for a in ax.collections if a.get_gid() == "ci95"]
+    segments = ci.get_segments()
+    assert [seg[0][0] for seg in segments] == pytest.approx(rows["paired_ci_low_pp"].tolist())
+    assert [seg[1][0] for seg in segments] == pytest.approx(rows["paired_ci_high_pp"].tolist())
+    assert [seg[0][1] for seg in segments] == y
+    drawn = sorted((xy[1], xy[0]) for a in ax.collections if str(a.get_gid()).startswith("call:")
+                   for xy in a.get_offsets())
+    assert drawn == sorted(zip(y, rows["delta_pp"]))
 
 
 def data_set(folder, gains, seeds=6, extra_planned=()):
@@ -525,12 +525,12 @@ def test_the_overview_tabulates_each_folders_verdicts_and_says_what_is_missing(t
     assert cells[0][4] == "**supported**" and cells[1][4] == "**not supported**"
     best = summary.loc[summary["delta_pp"].idxmax()]
     assert best["alpha"] == 1e-4 and best["delta_pp"] == pytest.approx(0.5)
-    assert cells[0][8] == (f"alpha=0.0001: +0.500 pp [{best['paired_ci_low_pp']:+.3f}, "
+    assert cells[0][9] == (f"alpha=0.0001: +0.500 pp [{best['paired_ci_low_pp']:+.3f}, "
                            f"{best['paired_ci_high_pp']:+.3f}], n = 6, better")
-    assert cells[1][2] == "18 of 18 (18 ok)" and cells[1][9] == ""
+    assert cells[1][2] == "18 of 18 (18 ok)" and cells[1][10] == ""
     assert cells[2][0] == str(unreported) and cells[2][2] == "6 files of 6" and cells[2][3] == "-"
-    assert cells[2][9] == f"no report yet: `l2sweep report {unreported}`"
-    assert cells[3][9] == "not started" and cells[3][4] == "-"
+    assert cells[2][10] == f"no report yet: `l2sweep report {unreported}`"
+    assert cells[3][10] == "not started" and cells[3][4] == "-"
     # a folder whose runs were copied in (a control's baselines) but where no sweep has run
     (control / "sweep.json").unlink()
     assert folder_rows(control)[0].note == ("no sweep has run here yet (no sweep.json: nothing planned; its run "
@@ -682,39 +682,32 @@ def test_by_axis_averages_each_axis_values_settings_for_every_claim(tmp_path):
 
 
 def test_a_value_keeps_its_style_in_every_plot_and_every_legend_names_every_line(tmp_path):
-    """'activations' has ok runs but no seed paired with a baseline (so no paired gain), and only at
-    alpha 1e-4: its colour must not shift the others' in the paired plot, and the legends of rows
-    of panels must name it although the last panel does not draw it."""
-    from l2reg.plots import paired_figure, palette
+    """'activations' has ok runs but no seed paired with a baseline, and only at alpha 1e-4: the
+    legends of rows of panels must name it although the last panel does not draw it."""
+    from l2reg.plots import palette
 
     records = []
     for seed, base in enumerate(BASE_CORRECT[:3]):
         records.append(record(f"baseline-s{seed}", setting_of(0.0), seed, base,
-                              features={m: 90.0 + 0.5 * seed for m in FEATURE_PANELS}))
+                              features={m: 90.0 + 0.5 * seed for m in FEATURE_METRICS}))
         for alpha in (1e-4, 1e-3):
             for target in ("both", "weights"):
                 records.append(record(f"{target}-{alpha}-s{seed}", setting_of(alpha, target), seed, base + 5 + seed,
-                                      features={m: 91.0 + 0.7 * seed for m in FEATURE_PANELS}))
+                                      features={m: 91.0 + 0.7 * seed for m in FEATURE_METRICS}))
     records += [record(f"activations-s{seed}", setting_of(1e-4, "activations"), seed, 9890 + seed,
-                       features={m: 85.0 + seed for m in FEATURE_PANELS}) for seed in (7, 8)]
+                       features={m: 85.0 + seed for m in FEATURE_METRICS}) for seed in (7, 8)]
     write(tmp_path, records)
-    report = write_reports(tmp_path)
+    write_reports(tmp_path)
     loaded = load_records(tmp_path).records
     runs = runs_frame(loaded)
     values = palette(runs)
     made = figures(runs, histories_frame(loaded), values)
     colours = {c.get_label(): c.lines[0].get_color() for c in made["test_acc_vs_alpha.png"].axes[0].containers}
     assert set(colours) == {"activations", "both", "weights"} and len(set(colours.values())) == 3
-    paired = paired_figure(report.analysis.summary, 0.1, values).axes[0]
-    assert {c.get_label(): c.lines[0].get_color() for c in paired.containers} == {
-        "both": colours["both"], "weights": colours["weights"]}
     validation = made["val_acc_per_epoch.png"].axes
     assert validation[-1].get_title() == "alpha=0.001"
     assert [t.get_text() for t in validation[-1].get_legend().get_texts()] == [
         "baseline (alpha=0)", "activations", "both", "weights"]
-    features = made["features_vs_alpha.png"].axes
-    assert [t.get_text() for t in features[-1].get_legend().get_texts()] == [
-        "baseline (alpha=0), 95 % CI", "activations", "both", "weights"]
 
 
 def test_a_report_with_fewer_runs_than_planned_says_it_is_interim(tmp_path):
