@@ -55,7 +55,6 @@ controls: install ## the controls of the claim check -> results/controls-*/
 	done
 	$(BIN)/l2sweep run experiment=controls-scope
 	$(BIN)/l2sweep run experiment=controls-literal
-	$(BIN)/l2sweep run experiment=controls-l1
 	$(BIN)/l2sweep run experiment=controls-dropout
 	$(BIN)/l2sweep run experiment=controls-small-data
 

@@ -1,12 +1,13 @@
 """`l2sweep`: run regularization sweeps, rebuild their reports.
 
 Exit codes: 0 all runs ok; 1 some runs diverged or failed; 2 invalid input (one line says what
-and what is allowed; `--debug` shows the traceback); 130 interrupted (Ctrl-C).
+and what is allowed; `--debug` shows the traceback); 130 interrupted (Ctrl-C), 143 stopped by SIGTERM.
 """
 
 from __future__ import annotations
 
 import contextlib
+import signal
 from pathlib import Path
 from typing import List, Optional
 
@@ -16,6 +17,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from .confirm import confirm_app
+from .export import export_app
 
 app = typer.Typer(
     add_completion=False,
@@ -24,6 +26,7 @@ app = typer.Typer(
     "Sweeps use Hydra's override grammar: l2sweep run alpha=0.0,1e-4,1e-3 target=weights,both",
 )
 app.add_typer(confirm_app, name="confirm")
+app.add_typer(export_app, name="export")
 err = Console(stderr=True)
 out = Console()
 
@@ -50,7 +53,8 @@ hydra-submitit-launcher names them; --no-wait submits and exits; `l2sweep status
 where each run stands). Launcher keys never change run ids.
 
 The alpha=0 baseline always runs, once per seed and context. Re-running the same command skips
-finished runs. Exit codes: 0 all ok, 1 runs failed or diverged, 2 invalid input, 130 interrupted.
+finished runs. Exit codes: 0 all ok, 1 runs failed or diverged, 2 invalid input, 130 interrupted (Ctrl-C),
+143 stopped by SIGTERM (both keep every finished run and write the reports).
 """
 
 
@@ -108,10 +112,14 @@ def _shown(value) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def _plan_table(planned, done: set) -> Table:
-    """The planned runs: run id, the axes that vary (alpha always; a setting axis when it varies
-    between the regularized runs, a context axis when it varies at all), seed, done; the axes
-    that do not vary are named once in the caption, so the table fits a terminal."""
+TABLE_LIMIT = 1000  # a dry run of more runs prints plain tab-separated lines: a rich table of
+# 100,000 rows takes half a minute to draw and no one reads it in a terminal
+
+
+def _plan_rows(planned, done: set) -> tuple[list[str], list[list[str]], list[str]]:
+    """The planned runs as (columns, rows, fixed): run id, the axes that vary (alpha always; a
+    setting axis when it varies between the regularized runs, a context axis when it varies at
+    all), seed, done; `fixed` names the axes that do not vary, once."""
     from l2reg import axes, sweep
 
     rows = [({**sweep.setting_columns(item.config), **axes.context_columns(item.config)}, item) for item in planned]
@@ -121,39 +129,92 @@ def _plan_table(planned, done: set) -> Table:
     shown += [ax for ax in axes.CONTEXT_AXES if len({_shown(cols[ax.column]) for cols, _ in rows}) > 1]
     fixed = [f"{ax.column}={_shown(tested[0][ax.column])}" for ax in axes.SETTING_AXES if tested and ax not in shown]
     fixed += [f"{ax.column}={_shown(rows[0][0][ax.column])}" for ax in axes.CONTEXT_AXES if rows and ax not in shown]
+    columns = ["run_id", *[ax.column for ax in shown], "seed", "done"]
+    body = [[item.run_id, *[_shown(cols[ax.column]) for ax in shown], str(item.config.seed),
+             "yes" if item.run_id in done else ""] for cols, item in rows]
+    return columns, body, fixed
+
+
+def _print_plan(planned, done: set) -> None:
+    """The planned runs: a table that fits a terminal, or beyond TABLE_LIMIT runs plain
+    tab-separated lines (a header line first) for scripts and pagers."""
+    columns, body, fixed = _plan_rows(planned, done)
+    if len(body) > TABLE_LIMIT:
+        import sys
+
+        lines = ["\t".join(columns), *("\t".join(row) for row in body)]
+        if fixed:
+            lines.append("# every run: " + ", ".join(fixed))
+        sys.stdout.write("\n".join(lines) + "\n")
+        return
     table = Table(caption=escape("every run: " + ", ".join(fixed)) if fixed else None)
     table.add_column("run_id", overflow="fold")  # a narrow terminal folds the ids, never the values
-    for column in [ax.column for ax in shown] + ["seed", "done"]:
+    for column in columns[1:]:
         table.add_column(column, no_wrap=True)
-    for cols, item in rows:
-        table.add_row(item.run_id, *[_shown(cols[ax.column]) for ax in shown], str(item.config.seed),
-                      "yes" if item.run_id in done else "")
-    return table
+    for row in body:
+        table.add_row(*row)
+    out.print(table)
 
 
 @app.command(help=RUN_HELP)
 def run(
     overrides: Optional[List[str]] = typer.Argument(None, help="Hydra overrides and sweeps, e.g. alpha=0,1e-4"),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the planned runs as a table; train nothing."),
+    point: Optional[List[str]] = typer.Option(None, "--point", help="One set of overrides, space-separated, each "
+                                              "in Hydra's grammar (e.g. --point 'schedule=exponential "
+                                              "schedule.gamma=0.1,0.3' --point norm=l1): the sweep is the union of "
+                                              "the sets, each expanded with the other overrides, one baseline per "
+                                              "context. Replaces an experiment file's points."),
     force: bool = typer.Option(False, "--force", help="Re-run runs that are already finished."),
     wait: bool = typer.Option(True, "--wait/--no-wait", help="launcher=slurm: wait for the jobs and show progress "
                               "(default), or submit, print the job ids and exit."),
     config_dir: Optional[Path] = typer.Option(None, help="Hydra config folder (default: the project's conf/)."),
+    fail_fast: bool = typer.Option(False, "--fail-fast", help="Stop at the first run that fails or diverges (the "
+                                   "runs in flight are abandoned), report what finished and exit 1; default: go on "
+                                   "with the other runs. launcher=inprocess and local."),
+    mixed_code: bool = typer.Option(False, "--mixed-code", help="Add runs to a context whose finished runs were "
+                                    "made by other code (another code fingerprint) or with another CPU thread "
+                                    "count; refused otherwise (exit 2). The report then says the context is mixed."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks of errors."),
 ) -> None:
     with _unexpected_errors(debug):
-        _run(overrides or [], dry_run, force, config_dir, debug, wait)
+        point_sets = [item.split() for item in point] if point else None
+        _run(overrides or [], dry_run, force, config_dir, debug, wait, mixed_code, fail_fast, point_sets)
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM (kill, timeout, a scheduler's preemption), turned into the stop Ctrl-C makes."""
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """While the runs train, the first SIGTERM stops the sweep as Ctrl-C does (the run in flight
+    is abandoned, the finished runs are reported); later ones are ignored, so the stop can finish
+    its reports. Yields a list that holds the signal once received."""
+    received: list[int] = []
+
+    def handler(signum, frame) -> None:
+        if not received:
+            received.append(signum)
+            raise _Terminated()
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield received
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _run(overrides: list[str], dry_run: bool, force: bool, config_dir: Optional[Path], debug: bool,
-         wait: bool = True) -> None:
-    from l2reg import runner
+         wait: bool = True, mixed_code: bool = False, fail_fast: bool = False,
+         point_sets: list[list[str]] | None = None) -> None:
+    from l2reg import files, runner
     from l2reg.config import ConfigError
     from l2reg.data import DataError
     from l2reg.executors.slurm_jobs import SchedulerError
 
     try:
-        plan = runner.plan_sweep(overrides, config_dir, wait=wait)
+        plan = runner.plan_sweep(overrides, config_dir, wait=wait, point_sets=point_sets)
     except (ConfigError, ValueError) as error:
         _fail(str(error), error, debug)
     if dry_run:
@@ -161,16 +222,26 @@ def _run(overrides: list[str], dry_run: bool, force: bool, config_dir: Optional[
         # the title on a line of its own (a table title wraps to the table's width): scripts parse it
         out.print(escape(f"{len(plan.planned)} planned runs -> {plan.results_dir} ({len(done)} done)"),
                   highlight=False, soft_wrap=True)
-        out.print(_plan_table(plan.planned, done))
+        _print_plan(plan.planned, done)
         return
-    try:
-        with _Progress() as progress:
-            result = runner.run_sweep(plan, force=force, wait=wait, progress=progress, messages=_message)
-    except (DataError, runner.ResultsFolderError) as error:
-        _fail(str(error), error, debug)
-    except SchedulerError as error:
-        _fail(str(error), error, False)
-    _print_result(result)
+    with _sigterm_as_interrupt() as terminated:
+        try:
+            with _Progress() as progress:
+                result = runner.run_sweep(plan, force=force, wait=wait, progress=progress, messages=_message,
+                                          mixed_code=mixed_code, fail_fast=fail_fast)
+        except (ConfigError, DataError, runner.ResultsFolderError, runner.MixedCodeError) as error:
+            _fail(str(error), error, debug)
+        except SchedulerError as error:
+            _fail(str(error), error, False)
+        except files.NoSpace as error:
+            _fail(f"{error.strerror}. Every run finished before is saved in {plan.results_dir / 'runs'}; free some "
+                  "space and run the same command again: it resumes, skipping them", error, debug, code=1)
+        except KeyboardInterrupt:  # after training: while the reports were written
+            err.print(escape(f"interrupted while writing the reports: every finished run is kept; `l2sweep report "
+                             f"{plan.results_dir}` writes them, the same command resumes"), highlight=False,
+                      soft_wrap=True)
+            raise typer.Exit(143 if terminated else 130) from None
+        _print_result(result, terminated=bool(terminated))
 
 
 def _message(kind: str, text: str) -> None:
@@ -183,9 +254,10 @@ def _message(kind: str, text: str) -> None:
         err.print(escape(text), highlight=False, soft_wrap=True)
 
 
-def _print_result(result) -> None:
+def _print_result(result, terminated: bool = False) -> None:
     """What `l2sweep run` shows after the runner: the job ids (--no-wait), or the reports and the
-    runs that did not finish; then the exit code (130 interrupted, 1 runs not ok)."""
+    runs that did not finish; then the exit code (130 interrupted by Ctrl-C, 143 by SIGTERM, 1 runs
+    not ok)."""
     results_dir = result.results_dir
     if not result.waited:
         out.print(" ".join(result.submission["job_ids"]) if result.submission else "nothing to submit",
@@ -196,7 +268,7 @@ def _print_result(result) -> None:
     if result.report is not None:
         _show(result.report, results_dir)
     if result.interrupted:
-        raise typer.Exit(130)
+        raise typer.Exit(143 if terminated else 130)
     if result.not_ok:
         err.print(f"[red]{len(result.not_ok)} run(s) did not finish:[/]")
         for record in result.not_ok:
@@ -470,6 +542,14 @@ def bench(
                 whole.add_row(row["name"], f"{row['seconds']:.1f}", f"{row['speedup']:.2f}", f"{row['test_acc']:.2f}",
                               evals, feats)
             out.print(whole)
+        if result.get("planning"):
+            planning = Table(title="planning, as `l2sweep run --dry-run` plans (compose, expand, validate, run ids)")
+            for column in ("measurement", "runs", "seconds", "runs/s", "us per run", "one compose (ms)"):
+                planning.add_column(column, justify="left" if column == "measurement" else "right")
+            for row in result["planning"]:
+                planning.add_row(row["name"], f"{row['runs']:,}", f"{row['seconds']:.2f}", f"{row['runs_per_s']:,.0f}",
+                                 f"{row['us_per_run']:.1f}", f"{row['compose_seconds'] * 1000:.0f}")
+            out.print(planning)
         out.print(f"written: {output}")
 
 

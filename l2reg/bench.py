@@ -14,6 +14,9 @@ of the same process, so the shared machine's noise cancels as far as it can:
   the plain loop does it, and as l2sweep does it (with its evaluations, feature metrics and
   per-image predictions, compiled as a sweep would decide): wall seconds, and for l2sweep the
   share of the evaluations and of the feature metrics in the run.
+- planning row: what `l2sweep run --dry-run` costs before the table, for a sweep of
+  PLANNING_RUNS runs (`alpha=1e-3 'seed=range(N/2)'`, baselines included): runs planned per second
+  and per run, against the time of one Hydra compose (one point composed alone).
 Peak memory: CUDA max allocated per measurement; on CPU the process' peak RSS growth.
 """
 
@@ -180,6 +183,28 @@ def l2sweep_whole_run(cfg: Config, device: torch.device) -> dict:
             "features_share": result["features_seconds"] / seconds, "compiled": settings.compile}
 
 
+PLANNING_RUNS = 100_000  # the planning row's sweep: alpha=1e-3 'seed=range(PLANNING_RUNS // 2)', baselines included
+
+
+def planning(runs: int = PLANNING_RUNS) -> dict:
+    """The planning row: `runs` runs planned as `l2sweep run --dry-run` plans them (compose, expand,
+    validate, run ids, input checks; not the table it prints), and one point composed alone (warm)."""
+    from l2reg.config import expand_and_compose
+    from l2reg.runner import plan_sweep
+
+    overrides = ["alpha=1e-3", f"seed=range({max(1, runs // 2)})"]
+    expand_and_compose(["alpha=1e-3", "seed=0"])  # Hydra's first use in a process costs more: warm up
+    started = time.perf_counter()
+    expand_and_compose(["alpha=1e-3", "seed=0"])
+    compose_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    planned = len(plan_sweep(overrides).planned)
+    seconds = time.perf_counter() - started
+    return {"name": "planning, " + " ".join(overrides), "runs": planned, "seconds": seconds,
+            "runs_per_s": planned / seconds, "us_per_run": seconds / planned * 1e6,
+            "compose_seconds": compose_seconds}
+
+
 DEFAULT_OVERRIDES = ("alpha=1e-4", "target=both")  # the setting timed unless the overrides name another
 DEFAULT_SEED = 1
 
@@ -214,9 +239,15 @@ def bench_config(overrides: list[str], pack_sizes: str = "") -> tuple[Config, to
 
 
 def run_bench(cfg: Config, device: torch.device, steps: int, pack_sizes: list[int], compiled: bool = True,
-              whole_run: bool = False, progress: Callable[[str], None] = lambda message: None) -> dict:
-    """All measurements in this process; returns the bench.json content."""
+              whole_run: bool = False, progress: Callable[[str], None] = lambda message: None,
+              planning_runs: int = PLANNING_RUNS) -> dict:
+    """All measurements in this process; returns the bench.json content (`planning_runs=0`: no
+    planning row)."""
     configure_device(device, deterministic=False)
+    planned = []
+    if planning_runs:
+        progress(f"planning {planning_runs:,} runs")
+        planned.append(planning(planning_runs))
     progress("plain DataLoader loop")
     rows = [dataloader_reference(cfg, steps, device)]
     for size in pack_sizes:
@@ -246,6 +277,7 @@ def run_bench(cfg: Config, device: torch.device, steps: int, pack_sizes: list[in
     return {
         "device": name, "torch": torch.__version__, "steps": steps, "batch_size": cfg.train.batch_size,
         "epochs": cfg.train.epochs, "setting": sweep.setting_columns(cfg), "rows": rows, "whole_run": whole,
+        "planning": planned,
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -23,21 +24,38 @@ def _finite(value: Any) -> Any:
     return value
 
 
+class NoSpace(OSError):
+    """The file system (or a quota) is full: `path` could not be written. Every file written
+    before is whole (atomic writes), so whoever catches this can say the finished runs are kept."""
+
+    def __init__(self, code: int, path: Path):
+        super().__init__(code, f"no space left to write {path} ({os.strerror(code)})")
+        self.path = Path(path)
+
+
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
 def write_bytes_atomic(path: Path, data: bytes) -> None:
     """Write to a uniquely named temporary file in the same folder, fsync, then rename: readers
-    never see half a file, and two processes writing the same path never clash."""
+    never see half a file, and two processes writing the same path never clash. A full disk
+    raises NoSpace, naming the file."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         os.fchmod(fd, 0o644)  # mkstemp makes 0600 files; results are meant to be read by others
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as error:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if isinstance(error, OSError) and error.errno in NO_SPACE and not isinstance(error, NoSpace):
+            raise NoSpace(error.errno, path) from error
         raise
 
 

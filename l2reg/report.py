@@ -19,7 +19,7 @@ from l2reg import axes, axis_reading, claims, evaluate, files
 from l2reg.analysis import Analysis, analyse
 
 RUN_INFO_COLUMNS = ["epochs", "seconds", "train_seconds", "eval_seconds", "pack_size", "peak_memory_mib", "device",
-                    "compiled", "git_commit", "error"]
+                    "compiled", "threads", "git_commit", "code_fingerprint", "error"]
 
 
 def run_columns() -> list[str]:
@@ -123,8 +123,7 @@ def runs_frame(records: list[dict]) -> pd.DataFrame:
             "seed": record["seed"], "status": record["status"],
             **{k: metrics.get(k) for k in evaluate.metric_columns()},
             "epochs": (record.get("config") or {}).get("train", {}).get("epochs"),
-            **{k: record.get(k) for k in ("seconds", "train_seconds", "eval_seconds", "pack_size", "peak_memory_mib",
-                                          "device", "compiled", "git_commit", "error")},
+            **{k: record.get(k) for k in RUN_INFO_COLUMNS if k != "epochs"},
         })
     frame = pd.DataFrame(rows, columns=run_columns())
     return frame.sort_values(["context", *axes.SETTING_COLUMNS, "seed"], kind="stable", ignore_index=True,
@@ -163,23 +162,33 @@ def min_effect_of(records: list[dict], key: str = "min_effect_pp") -> float:
 
 
 def code_paths(runs: pd.DataFrame) -> dict:
-    """Per context: the devices, code paths (compiled or eager; single run or vmapped pack) and
-    git commits of its runs. `compiled` is None for runs recorded before l2sweep kept it. One path
-    = one recorded compile decision, one device, one pack kind. Commits are listed, not required
-    to be one: a context may hold runs of commits whose training code is the same (the README's
-    claim-check section says which)."""
+    """Per context: the devices, code paths (compiled or eager; single run or vmapped pack), git
+    commits, code fingerprints (l2reg.fingerprint) and CPU thread counts of its runs. `compiled` is
+    None for runs recorded before l2sweep kept it; a fingerprint or a thread count that a run does
+    not record reads "not recorded". One path = one recorded compile decision, one device, one pack
+    kind. One code = one fingerprint and at most one recorded thread count: runs of two code
+    versions or thread counts pooled in one comparison make the context **mixed** (l2sweep run
+    refuses to make one without --mixed-code). Commits are listed, not required to be one: runs of
+    commits whose number-deciding code is the same share a fingerprint."""
+    def recorded(values, shown=str) -> list[str]:
+        return sorted({"not recorded" if v is None or v != v else shown(v) for v in values})
+
     out = {}
     for context, group in runs.groupby("context", sort=True):
-        compiled = sorted({"not recorded" if c is None or c != c else ("compiled" if c else "eager")
-                           for c in group["compiled"]})
+        compiled = recorded(group["compiled"], lambda c: "compiled" if c else "eager")
         packs = sorted({"single run" if (p != p or p is None or p <= 1) else "vmapped pack"
                         for p in group["pack_size"]})
         devices = sorted({str(d) for d in group["device"]})
         commits = sorted({str(c).replace("+dirty", " (uncommitted changes)") for c in group["git_commit"].dropna()})
+        prints = recorded(group["code_fingerprint"]) if "code_fingerprint" in group else ["not recorded"]
+        cpu = group[group["device"].astype(str) == "cpu"]
+        threads = recorded(cpu["threads"], lambda t: str(int(t))) if "threads" in cpu and len(cpu) else []
+        known_threads = [t for t in threads if t != "not recorded"]
         out[context] = {"devices": devices, "code_paths": [f"{c}, {p}" for c in compiled for p in packs],
-                        "commits": commits,
+                        "commits": commits, "fingerprints": prints, "threads": threads,
                         "one_path": (len(compiled) == 1 and compiled[0] != "not recorded" and len(devices) == 1
-                                     and len(packs) == 1)}
+                                     and len(packs) == 1),
+                        "mixed_code": len(prints) > 1 or len(known_threads) > 1}
     return out
 
 
@@ -211,20 +220,23 @@ def write_reports(results_dir: Path, min_effect_pp: float | None = None) -> Repo
     analysis = analyse(runs, axes.SETTING_COLUMNS, min_effect, predictions, labels,
                              min_feature_effect_pp=min_effect_of(records, "min_feature_effect_pp"))
     paths = code_paths(runs)
-    plots = write_plots(runs, histories_frame(records), results_dir / "plots", analysis.summary,
-                        analysis.min_effect_pp)
+    plots = write_plots(runs, histories_frame(records), results_dir / "plots", analysis)
     # interim: a planned run (sweep.json) without a final record (ok or diverged; a failed run is
     # retried by the next invocation), so the verdicts may still change
     planned_ids = set(files.planned_runs(results_dir)) | set(runs["run_id"])
     final = int(runs["status"].isin(["ok", "diverged"]).sum())
     verdict = {**analysis.to_json(), "runs": int(len(runs)), "runs_ok": int((runs["status"] == "ok").sum()),
                "runs_planned": len(planned_ids), "runs_final": final, "interim": bool(final < len(planned_ids)),
-               "code_paths": paths, "skipped_files": [{"file": name, "why": why} for name, why in loaded.skipped]}
+               "code_paths": paths, "mixed_code": sorted(c for c, path in paths.items() if path["mixed_code"]),
+               "skipped_files": [{"file": name, "why": why} for name, why in loaded.skipped]}
     files.write_text_atomic(results_dir / "runs.csv", runs.to_csv(index=False))
     files.write_text_atomic(results_dir / "summary.csv", analysis.summary.to_csv(index=False))
     files.write_json_atomic(results_dir / "verdict.json", verdict)
     files.write_text_atomic(results_dir / "report.md", render_markdown(results_dir, records, runs, analysis, paths,
                                                                         plots, loaded.skipped, len(planned_ids), final))
+    from l2reg.html_report import write_html_report  # plotly is imported only when a report is written
+
+    write_html_report(runs, histories_frame(records), analysis, results_dir)  # report.html beside report.md
     return Report(runs, analysis, loaded.skipped, paths)
 
 
@@ -269,9 +281,14 @@ def _context_section(context: str, runs: pd.DataFrame, analysis: Analysis, paths
         f"Regime: {regime_text(ctx_runs.iloc[0])}. Runs: {len(ctx_runs)} ({int((ctx_runs['status'] == 'ok').sum())} "
         f"ok), {len(rows)} regularized setting(s) and the baseline; seeds {seeds[0]}..{seeds[-1]} ({len(seeds)})"
         + (f"; every setting has {', '.join(constant)}" if constant else "") + ".",
+        *([f"**Mixed code: this comparison pools runs of {len(path['fingerprints'])} code fingerprint(s) "
+           f"({', '.join(path['fingerprints'])}) and CPU thread count(s) {', '.join(path['threads']) or '-'}**: a "
+           "difference between arms may come from the code, not the regularizer.", ""] if path["mixed_code"] else []),
         f"Code path: {', '.join(path['code_paths'])} on {', '.join(path['devices'])}"
         + ("" if path["one_path"] else " - **the arms of this comparison did not all take one recorded code path "
            "and device**: a difference between arms may come from the code, not the regularizer")
+        + f"; code fingerprint(s) {', '.join(path['fingerprints'])}"
+        + (f"; CPU threads per run {', '.join(path['threads'])}" if path["threads"] else "")
         + f"; commit(s) {', '.join(path['commits']) or 'not recorded'}.",
         "",
         "| claim | verdict | main evidence |",
@@ -300,6 +317,7 @@ def _context_section(context: str, runs: pd.DataFrame, analysis: Analysis, paths
 def render_markdown(results_dir: Path, records: list[dict], runs: pd.DataFrame, analysis: Analysis,
                     paths: dict, plots: list[Path], skipped: list[tuple[str, str]], planned: int = 0,
                     final: int = 0) -> str:
+    from l2reg.plots import CAPTIONS as plot_captions
     ok_records = [r for r in records if r["status"] == "ok"] or records
     cfg = ok_records[0]["config"]
     train, data = cfg.get("train") or {}, cfg.get("data") or {}  # a record may predate a key: "?" then
@@ -348,8 +366,7 @@ def render_markdown(results_dir: Path, records: list[dict], runs: pd.DataFrame, 
         "",
         "## Plots",
         "",
-        *[f"![{p.stem}](plots/{p.name})" for p in plots],
-        "",
+        *[line for p in plots for line in (f"![{p.stem}](plots/{p.name})", "", plot_captions.get(p.name, ""), "")],
         "## Limits of this evidence",
         "",
         "- One architecture, one optimizer (Adam, where an L2 term in the loss is not weight decay; `form=decoupled` "

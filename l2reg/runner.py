@@ -9,8 +9,10 @@ The runner prints nothing. It reports through two callbacks and returns a `Sweep
 - `messages(kind, text)`: a line for the user, kind "note", "warning" or "interrupted".
 Errors the user caused are raised with a one-line message: ConfigError or ValueError (the
 overrides, from plan_sweep), DataError (the data), ResultsFolderError (the results folder),
-SchedulerError (SLURM's sbatch missing or refusing the jobs). Ctrl-C while the runs train is not
-an error: the reports of what finished are written and the result says `interrupted`.
+SchedulerError (SLURM's sbatch missing or refusing the jobs), MixedCodeError (runs of other code
+or another thread count in a context this sweep adds to). Ctrl-C (or SIGTERM, which the CLI turns
+into the same stop) while the runs train is not an error: the reports of what finished are written
+and the result says `interrupted`.
 """
 
 from __future__ import annotations
@@ -33,6 +35,19 @@ class ResultsFolderError(RuntimeError):
     """The results folder cannot be created or written: the message says which and what to do."""
 
 
+class _FirstNotOk(Exception):
+    """--fail-fast: a run finished failed or diverged; the sweep stops here."""
+
+    def __init__(self, record: dict):
+        super().__init__(record["run_id"])
+        self.record = record
+
+
+class MixedCodeError(RuntimeError):
+    """Runs to train would join, in one comparison, finished runs made by other code (another code
+    fingerprint) or with another CPU thread count: the message names the folder, both, and what to do."""
+
+
 @dataclass
 class SweepPlan:
     """A composed, validated sweep: its points, its planned runs (baselines first) and where they go."""
@@ -42,6 +57,7 @@ class SweepPlan:
     planned: list[sweep.PlannedRun]
     device: Any  # torch.device; None: train.device=cuda submitted to SLURM from a host without one
     results_dir: Path
+    point_sets: list[list[str]] | None = None  # `l2sweep run --point` sets (None: the experiment file's, if any)
 
     @property
     def config(self) -> Config:
@@ -60,7 +76,9 @@ class SweepPlan:
 
     def command(self, force: bool = False, wait: bool = True) -> list[str]:
         """The `l2sweep run` command line of this sweep, as sweep.json and jobs.json record it."""
-        return ["l2sweep", "run", *self.overrides] + ([] if wait else ["--no-wait"]) + (["--force"] if force else [])
+        points = [item for point_set in self.point_sets or [] for item in ("--point", " ".join(point_set))]
+        return (["l2sweep", "run", *self.overrides, *points] + ([] if wait else ["--no-wait"])
+                + (["--force"] if force else []))
 
 
 @dataclass
@@ -77,6 +95,7 @@ class SweepResult:
     waited: bool = True  # False: launcher=slurm --no-wait submitted and returned without waiting or reporting
     submission: dict | None = None  # launcher=slurm: this invocation's jobs.json entry (None: nothing submitted)
     report: Any = None  # l2reg.report.Report of the reports written; None when none could be
+    stopped_at: dict | None = None  # --fail-fast: the record of the run that stopped the sweep
 
     @property
     def not_ok(self) -> list[dict]:
@@ -87,19 +106,24 @@ def _ignore(*args, **kwargs) -> None:
     pass
 
 
-def plan_sweep(overrides: Sequence[str], config_dir: Path | None = None, *, wait: bool = True) -> SweepPlan:
+def plan_sweep(overrides: Sequence[str], config_dir: Path | None = None, *, wait: bool = True,
+               point_sets: Sequence[Sequence[str]] | None = None) -> SweepPlan:
     """Compose and validate the overrides (Hydra's grammar) and plan the runs. Raises ConfigError
     (or ValueError, e.g. train.device=cuda without one) with a one-line message. `wait=False`
-    (--no-wait) is refused unless launcher=slurm."""
+    (--no-wait) is refused unless launcher=slurm. `point_sets`: a union of override sets (each a
+    list of overrides; l2reg.config.expand_and_compose), instead of the experiment file's points."""
     from l2reg.device import resolve_device
 
-    points = expand_and_compose(list(overrides), config_dir)
+    sets = None if point_sets is None else [list(point_set) for point_set in point_sets]
+    points = expand_and_compose(list(overrides), config_dir, sets)
     configs = [cfg for _, cfg in points]
     for name in ("name", "results_dir"):
         sweep.check_single(configs, name)
-    if any(to_dict(c.launcher) != to_dict(configs[0].launcher) for c in configs):
+    first = configs[0].launcher
+    if any(c.launcher is not first and c.launcher != first for c in configs):  # dataclass ==, field by field
         raise ConfigError("launcher keys cannot be swept: one sweep has one launcher")
     planned = sweep.plan(configs)
+    sweep.check_train_sizes(configs)  # against the split's size, from the IDX header: before anything is written
     launcher = configs[0].launcher
     if not wait and launcher.name != "slurm":
         raise ConfigError(f"--no-wait applies to launcher=slurm only (this sweep has launcher={launcher.name})")
@@ -110,17 +134,27 @@ def plan_sweep(overrides: Sequence[str], config_dir: Path | None = None, *, wait
             raise
         device = None  # train.device=cuda submitted from a host without one: resolved on the nodes
     name = configs[0].name or time.strftime("%Y-%m-%d_%H-%M-%S")
-    return SweepPlan(list(overrides), points, planned, device, Path(configs[0].results_dir) / name)
+    return SweepPlan(list(overrides), points, planned, device, Path(configs[0].results_dir) / name, sets)
 
 
 def run_sweep(plan: SweepPlan | Sequence[str], *, config_dir: Path | None = None, force: bool = False,
-              wait: bool = True, progress: Progress | None = None, messages: Messages | None = None) -> SweepResult:
+              wait: bool = True, progress: Progress | None = None, messages: Messages | None = None,
+              mixed_code: bool = False, fail_fast: bool = False) -> SweepResult:
     """Train the plan's runs that are not finished (all of them with `force`) with its launcher,
     then write the reports. `plan` may be the overrides themselves (planned with plan_sweep).
-    With launcher=slurm and `wait=False`, submit and return (no reports)."""
+    With launcher=slurm and `wait=False`, submit and return (no reports). Refuses (MixedCodeError)
+    to add runs to a context whose finished runs were made by other code or with another thread
+    count, unless `mixed_code` (the report then says the context is mixed). `fail_fast`: stop at
+    the first run that fails or diverges (the runs in flight elsewhere are abandoned), then report
+    what finished; refused with launcher=slurm (its tasks run at once, not one after another)."""
     if not isinstance(plan, SweepPlan):
         plan = plan_sweep(plan, config_dir, wait=wait)
+    if fail_fast and plan.launcher.name == "slurm":
+        raise ConfigError("--fail-fast applies to launcher=inprocess and launcher=local: a SLURM job array runs its "
+                          "tasks at once (`l2sweep status` shows failures as they come)")
     progress, messages = progress or _ignore, messages or _ignore
+    if not mixed_code:
+        check_one_code(plan, force)
     data = _prepare(plan)
     _check_writable(plan.results_dir)
     size = _pack_size(plan)
@@ -131,7 +165,15 @@ def run_sweep(plan: SweepPlan | Sequence[str], *, config_dir: Path | None = None
         if plan.launcher.name == "slurm":
             _run_slurm(plan, size, force, command, wait, progress, messages, result)
         else:
-            _run_here(plan, data, force, progress, messages, result)
+            _run_here(plan, data, force, _stopping_at_first_not_ok(progress) if fail_fast else progress, messages,
+                      result)
+    except _FirstNotOk as stop:
+        result.stopped_at = stop.record
+        result.trained = [stop.record]
+        progress("end")
+        messages("interrupted", f"stopped at the first run that did not finish ok (--fail-fast): "
+                                f"{stop.record['run_id']} {stop.record['status']}; finished runs are kept; the same "
+                                "command resumes")
     except KeyboardInterrupt:
         result.interrupted = True
         progress("end")
@@ -142,6 +184,72 @@ def run_sweep(plan: SweepPlan | Sequence[str], *, config_dir: Path | None = None
             return result
     result.report = _write_reports(plan, result, messages)
     return result
+
+
+def _stopping_at_first_not_ok(progress: Progress) -> Progress:
+    """`progress`, raising _FirstNotOk once a finished run is failed or diverged (its file is written
+    by then: the record is on disk before the 'done' event)."""
+    def forward(event: str, **info) -> None:
+        progress(event, **info)
+        if event == "done":
+            for record in info["records"]:
+                if record.get("status") != "ok":
+                    raise _FirstNotOk(record)
+
+    return forward
+
+
+def _threads_here(plan: SweepPlan) -> int | None:
+    """The torch threads a CPU run of this sweep will train with (l2reg.device.configure_device);
+    None where it is decided elsewhere (SLURM nodes) or does not matter (a GPU)."""
+    from l2reg.cpus import available_cores
+
+    device = plan.device.type if plan.device is not None else plan.config.train.device
+    if device != "cpu" or plan.launcher.name == "slurm":
+        return None
+    if plan.launcher.name == "local":
+        return max(1, min(int(plan.launcher.threads_per_worker), len(available_cores())))
+    return len(available_cores())
+
+
+def _same_numbers(found: tuple[str, int | None], here: tuple[str, int | None]) -> bool:
+    """Same code fingerprint, and the same thread count where both are known."""
+    return found[0] == here[0] and (found[1] is None or here[1] is None or found[1] == here[1])
+
+
+def _shown(key: tuple[str, int | None]) -> str:
+    return f"code {key[0]}" + (f", {key[1]} thread(s)" if key[1] is not None else "")
+
+
+def check_one_code(plan: SweepPlan, force: bool = False) -> None:
+    """Raise MixedCodeError when a context this sweep trains runs in already holds finished runs of
+    another code fingerprint (l2reg.fingerprint) or CPU thread count: pooled in one paired
+    comparison, their differences would mix code with regularizer. Runs `force` replaces do not
+    count."""
+    from l2reg import fingerprint
+
+    finished = set() if force else plan.finished()
+    todo = {run.run_id: run for run in plan.planned if run.run_id not in finished}
+    if not todo:
+        return
+    contexts = {sweep.context_label(run.config) for run in todo.values()}
+    here = (fingerprint.current(), _threads_here(plan))
+    for path in files.run_files(plan.results_dir / "runs"):
+        if path.stem in todo:
+            continue
+        try:
+            record = files.read_json(path)
+        except (OSError, ValueError):
+            continue  # a damaged file is the report's to name
+        if not (isinstance(record, dict) and sweep.is_finished_record(record) and record.get("context") in contexts):
+            continue
+        found = (fingerprint.of_record(record), record.get("threads") if str(record.get("device")) == "cpu" else None)
+        if not _same_numbers(found, here):
+            raise MixedCodeError(
+                f"{plan.results_dir}: its finished runs of context {record['context']} were made with {_shown(found)} "
+                f"(e.g. {path.stem}), this sweep would train with {_shown(here)}: one comparison would mix them. "
+                "Train into another folder (name=...), re-run them all here with --force, or pass --mixed-code to "
+                "pool them knowingly (the report then says so)")
 
 
 def _prepare(plan: SweepPlan) -> dict:
@@ -258,7 +366,8 @@ def _run_slurm(plan: SweepPlan, size: int, force: bool, command: list[str], wait
 
 def _interrupted_text(plan: SweepPlan) -> str:
     if plan.launcher.name != "slurm":
-        return "interrupted: the run(s) in flight are lost; finished runs are kept"
+        return ("interrupted: the run(s) in flight are lost; finished runs are kept; the same command resumes "
+                "(finished runs are skipped)")
     from l2reg.executors import slurm_jobs
 
     submissions = slurm_jobs.read_jobs(plan.results_dir)

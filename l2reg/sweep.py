@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from l2reg import axes, files, schedules
-from l2reg.config import Config, ScheduleConfig, to_dict, validate
+from l2reg.config import Config, ScheduleConfig, to_dict, validate, with_seed
 
 # Config fields that never change a run's numbers: left out of its identity.
-_NOT_SEMANTIC = ("name", "results_dir", "seeds", "sweep", "report", "launcher")
+_NOT_SEMANTIC = ("name", "results_dir", "seeds", "sweep", "points", "report", "launcher")
 _NOT_SEMANTIC_DATA = ("root", "download")
 _NOT_SEMANTIC_TRAIN = ("device", "pack_size", "eval_batch_size", "deterministic", "compile")
 COMPILE_MIN_STEPS = 1000  # auto compile: a 5-epoch MNIST run has 2,110 steps, a smoke run ~22
@@ -103,20 +103,131 @@ def context_label(cfg: Config) -> str:
 
 
 def plan(configs: Iterable[Config]) -> list[PlannedRun]:
-    """Seeds x points, plus the baseline for each (context, seed); deduplicated, baselines first."""
+    """Seeds x points, plus the baseline for each (context, seed); deduplicated, baselines first.
+
+    What depends only on a point's setting (its validation, canonical configs, readable name and
+    the JSON its id hashes, less the seed) is worked out once per setting (`_Setting`): points that
+    differ only in `seed` (as expand_and_compose makes them: `_setting_key`) cost a substitution
+    and a sha1 per run. Ids, configs and order are those of planning each run from scratch
+    (`run_id`), as a test checks."""
     check_context_wiring()
     planned: dict[str, PlannedRun] = {}
     baselines: dict[str, PlannedRun] = {}
+    settings: dict[tuple, _Setting] = {}
     for cfg in configs:
-        validate(cfg)
+        key = _setting_key(cfg)
+        setting = settings.get(key)
+        if setting is None:
+            validate(cfg)
+            setting = settings[key] = _Setting(cfg)
+        elif cfg.seed is not None and not (type(cfg.seed) is int and cfg.seed >= 0):
+            validate(cfg)  # only the seed differs from a point that passed: its check says what is wrong
         seeds = [cfg.seed] if cfg.seed is not None else list(range(cfg.seeds))
         for seed in seeds:
-            run = canonical(replace(cfg, seed=seed))
-            base = canonical(replace(run, alpha=0.0))
-            baselines.setdefault(run_id(base), PlannedRun(run_id(base), base))
-            if not axes.is_baseline(run):
-                planned.setdefault(run_id(run), PlannedRun(run_id(run), run))
+            base_id = setting.baseline.run_id(seed)
+            if base_id not in baselines:
+                baselines[base_id] = PlannedRun(base_id, setting.baseline.config(seed))
+            if setting.run is not None:
+                rid = setting.run.run_id(seed)
+                if rid not in planned:
+                    planned[rid] = PlannedRun(rid, setting.run.config(seed))
     return list(baselines.values()) + list(planned.values())
+
+
+def _setting_key(cfg: Config) -> tuple:
+    """A key equal for two configs whose fields other than `seed` are the same objects, as
+    expand_and_compose leaves the points whose seed it substituted; other equal configs only cost a
+    setting each. plan() keeps the first config of each key alive, so an identity is never reused
+    by another object meanwhile."""
+    values = dict(vars(cfg), seed=None)
+    return type(cfg), tuple(values), tuple(map(id, values.values()))
+
+
+class _RunTemplate:
+    """One canonical config (the run's or its baseline's) with the seed left open: its run id for a
+    seed is its readable name, `s<seed>` and the sha1 of its semantic JSON with the seed put in."""
+
+    _MARK = "\u0000l2sweep seed\u0000"  # a string no config holds: where the seed goes in the JSON
+
+    def __init__(self, cfg: Config):
+        self._config = cfg  # canonical: the planned run's config, its seed aside
+        self._parts = axes.name_parts(canonical(cfg))  # what run_id(cfg) names
+        values = semantic(canonical(cfg))
+        mark = json.dumps(self._MARK)
+        text = json.dumps({**values, "seed": self._MARK}, sort_keys=True) if "seed" in values else ""
+        self._json = tuple(text.split(mark)) if text.count(mark) == 1 else None
+
+    def config(self, seed) -> Config:
+        return with_seed(self._config, seed)
+
+    def run_id(self, seed) -> str:
+        if self._json is None:  # no seed in the semantic dict: as run_id does it
+            return run_id(self.config(seed))
+        head, tail = self._json
+        value = str(seed) if type(seed) is int else json.dumps(seed)  # the same text for an int
+        digest_ = hashlib.sha1((head + value + tail).encode()).hexdigest()[:8]
+        return "-".join([*self._parts, f"s{seed}", digest_])
+
+
+class _Setting:
+    """What planning needs of one setting (a validated point, its seed aside): the templates of its
+    run (None for the baseline itself) and of the baseline of its context."""
+
+    def __init__(self, cfg: Config):
+        self.first = cfg  # keeps the identities of _setting_key's nested objects alive
+        run = canonical(cfg)
+        self.run = None if axes.is_baseline(run) else _RunTemplate(run)
+        self.baseline = _RunTemplate(canonical(replace(run, alpha=0.0)))
+
+
+RAW_TRAIN_IMAGES = 60_000  # MNIST's training images, as torchvision downloads them when the files are missing
+
+
+def raw_train_images(root) -> int | None:
+    """How many images data.root's train-images IDX file holds, from its header (magic 0x803, then
+    the count), without loading MNIST; MNIST's 60,000 when the file is missing (torchvision would
+    download them), None when it cannot tell (unreadable or not an images file: the loader says why)."""
+    from l2reg.data import RAW_FILES, raw_dir
+
+    path = raw_dir(root) / RAW_FILES[0]
+    try:
+        with open(path, "rb") as handle:
+            header = handle.read(8)
+    except FileNotFoundError:
+        return RAW_TRAIN_IMAGES
+    except OSError:
+        return None
+    if len(header) < 8 or int.from_bytes(header[:4], "big") != 0x803:
+        return None
+    return int.from_bytes(header[4:], "big")
+
+
+def check_train_sizes(configs: Iterable[Config]) -> None:
+    """Refuse (ConfigError, one line with the split's size) a data.train_size larger than the training
+    split it draws from: data.train_limit (or all) of the raw training images, less the validation
+    fraction, as l2reg.data.load_mnist splits them. Read from the IDX header, before anything is
+    written; once per distinct data setting."""
+    from l2reg.config import ConfigError
+
+    seen: set[tuple] = set()
+    for cfg in configs:
+        data = cfg.data
+        key = (data.root, data.val_fraction, data.train_limit, data.train_size)
+        if data.train_size is None or key in seen:
+            continue
+        seen.add(key)
+        raw = raw_train_images(data.root)
+        if raw is None:
+            continue
+        n = raw if data.train_limit is None else min(raw, data.train_limit)
+        n_val = int(round(n * data.val_fraction))
+        split = n - n_val
+        if data.train_size > split:
+            limit = f"the first {n:,} (data.train_limit={data.train_limit}) of " if n < raw else ""
+            raise ConfigError(
+                f"data.train_size={data.train_size} is larger than the training split: {split:,} images "
+                f"({limit}{raw:,} training images in {data.root}, less {n_val:,} for validation at "
+                f"data.val_fraction={data.val_fraction:g}); choose at most {split}")
 
 
 def check_single(configs: Sequence[Config], field_name: str) -> None:

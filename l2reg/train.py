@@ -417,6 +417,8 @@ def _records(loop: _Loop, evaluation: evaluate.Evaluation, timings: dict, keep_p
         results.append({"status": status, "diverged_epoch": loop.diverged_at[r], "metrics": metrics,
                         "history": loop.histories[r], **timings, "pack_size": loop.n_runs,
                         "device": str(loop.device), "compiled": bool(settings.compile),
+                        # oneDNN splits a CPU reduction by thread count: another count, other last bits
+                        "threads": torch.get_num_threads() if loop.device.type == "cpu" else None,
                         "peak_memory_mib": peak_mib})
         if evaluation.predictions is not None:
             results[-1]["test_predictions"] = encode_labels(evaluation.predictions[r])

@@ -10,7 +10,8 @@
 #   scripts/claim_check_worker.sh 0 controls-epochs   # one step only (here: the 20-epoch control)
 #   scripts/claim_check_worker.sh 1 confirm            # the confirmation study (results/confirm-accuracy/)
 #
-# (experiment=controls-l1 writes into results/controls-literal/: its `name`.)
+# (The frozen commit has experiment=controls-l1 for the L1 half of controls-literal; later commits
+# declare both halves as point sets of one experiment.)
 # Every run of the claim check comes from one commit's training code (CLAIM_CHECK_COMMIT, the
 # commit its first runs used), so the runs train in a git worktree frozen at that commit
 # (CLAIM_CHECK_TREE), with this checkout's .venv. The worktree starts from this checkout's
@@ -88,6 +89,8 @@ sync_back() {
     cp -n -p "$tree/results/$name/runs/"*.json "$here/results/$name/runs/" || true
     # sweep.json there started from the committed one (prepare) and only gained invocations
     if [ -f "$tree/results/$name/sweep.json" ]; then cp -p "$tree/results/$name/sweep.json" "$here/results/$name/"; fi
+    # the frozen commit predates code fingerprints: each run gets its commit's (l2reg/fingerprint.py)
+    "$py" "$here/scripts/backfill_fingerprints.py" "$here/results/$name" > /dev/null
     "$here/.venv/bin/l2sweep" report "$here/results/$name" > /dev/null
     echo "$name: $(ls "$here/results/$name/runs/"*.json | wc -l) runs, reports rebuilt"
   done
@@ -97,6 +100,7 @@ sync_back() {
     for name in study.json sweep.json; do
       [ -f "$confirm_tree/results/$study/$name" ] && cp -p "$confirm_tree/results/$study/$name" "$here/results/$study/"
     done
+    "$py" "$here/scripts/backfill_fingerprints.py" "$here/results/$study" > /dev/null
     "$here/.venv/bin/l2sweep" report "$here/results/$study" > /dev/null
     "$here/.venv/bin/l2sweep" confirm report "$here/results/$study" > /dev/null
     echo "$study: $(ls "$here/results/$study/runs/"*.json | wc -l) runs, reports and confirmation.md rebuilt"

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-from l2reg import axes, files, sweep
+from l2reg import axes, files, fingerprint, sweep
 from l2reg.config import from_dict, to_dict
 
 LOCKS_FOLDER = ".locks"  # under runs/: one <run_id>.lock per run (l2reg.executors.status reads them)
@@ -78,8 +78,10 @@ class JobResult:
 
 
 def provenance() -> dict:
-    """What produced a run: library versions, git commit, host."""
-    return {"versions": files.versions(), "git_commit": files.git_commit(), "host": socket.gethostname()}
+    """What produced a run: library versions, git commit, the code fingerprint (l2reg.fingerprint),
+    host."""
+    return {"versions": files.versions(), "git_commit": files.git_commit(),
+            "code_fingerprint": fingerprint.current(), "host": socket.gethostname()}
 
 
 def where_running() -> dict:
@@ -160,6 +162,15 @@ def _train(pack: list[sweep.PlannedRun], notify: Callable, data_cache: dict | No
                  "pack_size": len(pack), "device": device_name, "peak_memory_mib": None} for _ in pack]
 
 
+def _changed_code(pack: list[sweep.PlannedRun], submitted: str, here: str) -> list[dict]:
+    """A job whose code is not the code it was submitted with (a queued SLURM job that starts after
+    the working tree changed): its runs fail, saying so, rather than train with other code."""
+    message = (f"the code changed after submission (fingerprint {submitted} when submitted, {here} where it "
+               "runs): not trained; submit again from the code you mean to run")
+    return [{"status": "failed", "error": message, "metrics": {}, "history": [], "seconds": 0.0,
+             "pack_size": len(pack), "device": run.config.train.device, "peak_memory_mib": None} for run in pack]
+
+
 def run_pack_job(job: PackJob, notify: Callable | None = None, data_cache: dict | None = None) -> JobResult:
     """Train the runs of a job that are not finished and not held by another process, wherever
     this is called (this process, a worker, a SLURM node); write each run's JSON atomically.
@@ -179,7 +190,11 @@ def run_pack_job(job: PackJob, notify: Callable | None = None, data_cache: dict 
         started_unix = time.time()
         origin = {**provenance(), "pid": os.getpid(), **where_running(), "submitted_by": job.origin,
                   "started_at": _stamp(started_unix), "started_unix": started_unix}
-        results = _train(pack, notify, data_cache)
+        submitted = job.origin.get("code_fingerprint")
+        if submitted and submitted != origin["code_fingerprint"]:
+            results = _changed_code(pack, submitted, origin["code_fingerprint"])
+        else:
+            results = _train(pack, notify, data_cache)
         records = []
         for run, result in zip(pack, results):
             finished_unix = time.time()

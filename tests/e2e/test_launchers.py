@@ -111,7 +111,8 @@ def test_local_workers_match_in_process_to_the_bit_and_train_at_once(tiny_mnist,
         in status.output
 
 
-def test_ctrl_c_ends_the_local_workers_and_exits_130(tiny_mnist, tmp_path):
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_ctrl_c_or_sigterm_ends_the_local_workers(tiny_mnist, tmp_path, sig, code):
     args = ["run", "alpha=0.0,1e-3", "seed=0", "train.epochs=300", f"data.root={tiny_mnist}", f"results_dir={tmp_path}",
             "name=c", "launcher=local", "launcher.n_jobs=2", *QUICK]
     process = start_as_in_a_terminal([L2SWEEP, *args])
@@ -123,9 +124,9 @@ def test_ctrl_c_ends_the_local_workers_and_exits_130(tiny_mnist, tmp_path):
         raise
     workers = set(held.values())
     assert process.pid not in workers
-    process.send_signal(signal.SIGINT)  # the parent only: it must end its workers itself
+    process.send_signal(sig)  # the parent only: it must end its workers itself
     _, stderr = process.communicate(timeout=60)
-    assert process.returncode == 130, stderr
+    assert process.returncode == code, stderr
     assert "interrupted" in stderr
 
     def gone(pid: int) -> bool:

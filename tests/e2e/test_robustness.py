@@ -80,6 +80,76 @@ def test_ctrl_c_writes_reports_for_what_is_done_and_exits_130(tiny_mnist, tmp_pa
     assert not list((tmp_path / "c" / "runs").glob(".*.tmp"))
 
 
+def test_sigterm_stops_like_ctrl_c_reports_what_is_done_and_exits_143(tiny_mnist, tmp_path):
+    """What kill, timeout and a scheduler's preemption send: the run in flight is abandoned, the
+    finished ones are reported, one line says how to resume, exit 143; the same command resumes."""
+    args = sweep_args(tiny_mnist, tmp_path, "t", "alpha=0.0,1e-3", "seeds=5", "train.epochs=4")
+    process = start(args)
+    assert wait_for_files(tmp_path / "t" / "runs", 1, process)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 143, stderr
+    assert "interrupted" in stderr and "the same command resumes" in stderr and "Traceback" not in stderr
+    finished = sorted(p.name for p in (tmp_path / "t" / "runs").glob("*.json"))
+    assert 1 <= len(finished) < 10
+    assert len(pd.read_csv(tmp_path / "t" / "runs.csv")) == len(finished)
+    assert (tmp_path / "t" / "report.md").is_file() and not list((tmp_path / "t" / "runs").glob(".*.tmp"))
+    resumed = subprocess.run([L2SWEEP, *args], capture_output=True, text=True, timeout=900)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"{len(finished)} of 10 runs already done" in resumed.stderr
+    assert len(list((tmp_path / "t" / "runs").glob("*.json"))) == 10
+
+
+def test_a_full_disk_names_the_file_keeps_the_finished_runs_and_the_command_resumes(tiny_mnist, tmp_path,
+                                                                                   monkeypatch):
+    """The file system fills up after two run files: one line names the file it could not write,
+    says the finished runs are kept and how to resume; exit 1; no half file; the same command then
+    trains only the rest."""
+    import errno
+
+    from l2reg import files
+
+    args = sweep_args(tiny_mnist, tmp_path, "full", "alpha=0.0,1e-3", "seeds=2", "train.epochs=1")
+    real_replace, written = os.replace, []
+
+    def filling(src, dst, *rest):
+        if str(dst).endswith(".json") and "/runs/" in str(dst):
+            if len(written) >= 2:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            written.append(dst)
+        return real_replace(src, dst, *rest)
+
+    monkeypatch.setattr(files.os, "replace", filling)
+    full = CliRunner().invoke(app, args)
+    assert full.exit_code == 1, full.output
+    line = " ".join(full.output.split())
+    assert "no space left to write" in line and str(tmp_path / "full" / "runs") in line
+    assert "Every run finished before is saved" in line and "run the same command again: it resumes" in line
+    assert "Traceback" not in full.output
+    runs = tmp_path / "full" / "runs"
+    assert sorted(p.name for p in runs.glob("*.json")) == sorted(Path(p).name for p in written)
+    assert not list(runs.glob(".*.tmp"))
+    monkeypatch.setattr(files.os, "replace", real_replace)
+    resumed = CliRunner().invoke(app, args)
+    assert resumed.exit_code == 0, resumed.output
+    assert "2 of 4 runs already done" in resumed.output and len(list(runs.glob("*.json"))) == 4
+
+
+def test_fail_fast_stops_at_the_first_diverged_run_and_reports_what_finished(tiny_mnist, tmp_path):
+    args = sweep_args(tiny_mnist, tmp_path, "ff", "alpha=1e38", "target=weights", "seeds=3", "train.epochs=1")
+    stopped = CliRunner().invoke(app, [*args, "--fail-fast"])
+    assert stopped.exit_code == 1, stopped.output
+    line = " ".join(stopped.output.split())
+    assert "stopped at the first run that did not finish ok (--fail-fast)" in line and "diverged" in line
+    runs = pd.read_csv(tmp_path / "ff" / "runs.csv")  # seed-major: the baseline of seed 0, then its setting
+    assert sorted(runs["status"]) == ["diverged", "ok"] and set(runs["seed"]) == {0}
+    assert (tmp_path / "ff" / "report.md").is_file()
+    refused = CliRunner().invoke(app, [*args, "--fail-fast", "launcher=slurm"])
+    assert refused.exit_code == 2 and "--fail-fast applies to launcher=inprocess and launcher=local" in refused.output
+    goes_on = CliRunner().invoke(app, args)  # the default goes on past a diverged run
+    assert goes_on.exit_code == 1 and len(pd.read_csv(tmp_path / "ff" / "runs.csv")) == 6
+
+
 def test_two_sweeps_on_one_folder_never_train_a_run_twice(tiny_mnist, tmp_path):
     args = sweep_args(tiny_mnist, tmp_path, "two", "alpha=0.0,1e-4,1e-3", "seeds=2", "train.epochs=1")
     first, second = start(args), start(args)

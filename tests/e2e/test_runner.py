@@ -74,7 +74,8 @@ def test_ctrl_c_is_a_result_with_its_notes_after_the_progress_ends(tiny_mnist, t
                                "name=stop", *QUICK], progress=lambda event, **info: log.append(event),
                               messages=lambda kind, text: log.append((kind, text)))
     assert result.interrupted and result.report is None and result.trained == []
-    assert log[-3:] == ["end", ("interrupted", "interrupted: the run(s) in flight are lost; finished runs are kept"),
+    assert log[-3:] == ["end", ("interrupted", "interrupted: the run(s) in flight are lost; finished runs are kept; "
+                                               "the same command resumes (finished runs are skipped)"),
                         ("note", "no run had finished: no reports written")]
     assert not list((tmp_path / "stop" / "runs").glob("*.json"))
 
