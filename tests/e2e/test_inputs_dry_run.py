@@ -70,11 +70,24 @@ def test_the_new_axes_sweep_together(tmp_path):
 
 
 def expected_runs(experiment: Path) -> int:
-    """Runs an experiment file plans, from its YAML alone: each combination of its context keys (any
-    swept key that is not a setting axis, e.g. data.train_size) is a family with one baseline per seed,
-    plus one run per seed for each combination of its setting values with alpha != 0. Assumes comma
+    """Runs an experiment file plans, from its YAML alone (expected_runs_of)."""
+    return expected_runs_of(yaml.safe_load(experiment.read_text()))
+
+
+def expected_runs_of(values: dict) -> int:
+    """Each combination of the context keys (any swept key that is not a setting axis, e.g.
+    data.train_size) is a family with one baseline per seed, plus one run per seed for each
+    combination of its setting values with alpha != 0; with point sets, the union of each set's
+    regularized runs (a set's keys replacing the sweep's) and the shared baselines. Assumes comma
     lists (no range()/glob()) and swept schedule parameters that the schedule uses."""
-    values = yaml.safe_load(experiment.read_text())
+    if values.get("points"):
+        regularized = 0
+        for point in values["points"]:
+            one = {**values, "points": [], "sweep": {**(values.get("sweep") or {}), **point}}
+            regularized += expected_runs_of(one) - expected_runs_of({**one, "alpha": 0, "sweep": {
+                k: v for k, v in one["sweep"].items() if k != "alpha"}})
+        return regularized + expected_runs_of({**values, "points": [], "alpha": 0, "sweep": {
+            k: v for k, v in (values.get("sweep") or {}).items() if k != "alpha"}})
     sweep = {}
     for key, value in (values.get("sweep") or {}).items():
         bounds = re.fullmatch(r"range\((\d+),\s*(\d+)\)", str(value))  # e.g. the pilot's seed: range(100,103)
@@ -88,6 +101,27 @@ def expected_runs(experiment: Path) -> int:
     regularized = [p for p in (dict(zip(keys, point)) for point in itertools.product(*[sweep[k] for k in keys]))
                    if float(p.get("alpha", values.get("alpha", 0))) != 0]
     return contexts * seeds * (len(regularized) + 1)
+
+
+def test_the_literal_control_is_one_experiment_of_two_point_sets_and_its_runs_are_done():
+    """controls-literal's slower decays and its L1 penalty, once two experiment files (Hydra sweeps
+    are cartesian products), are now two point sets of one: the same 70 runs, found done."""
+    folder = RESULTS / "controls-literal"
+    if not (folder / "runs").is_dir():
+        pytest.skip("no committed results/controls-literal")
+    planned, where, done, rows = dry_run("experiment=controls-literal", f"results_dir={RESULTS}")
+    assert (planned, where, done) == (70, folder, 70)
+    assert {row["run_id"] for row in rows} == {path.stem for path in (folder / "runs").glob("*.json")}
+    # the same sweep from the command line: --point replaces the file's point sets
+    by_hand = CliRunner().invoke(app, ["run", "--dry-run", "experiment=controls-literal", f"results_dir={RESULTS}",
+                                       "--point", "schedule=exponential schedule.gamma=0.1,0.3",
+                                       "--point", "norm=l1"])
+    assert by_hand.exit_code == 0 and by_hand.output == CliRunner().invoke(
+        app, ["run", "--dry-run", "experiment=controls-literal", f"results_dir={RESULTS}"]).output
+    one_set = dry_run("experiment=controls-literal", f"results_dir={RESULTS}", "--point", "norm=l1")
+    assert one_set[0] == 30  # 10 baselines and 2 x 10 L1 runs
+    bad = CliRunner().invoke(app, ["run", "--dry-run", "alpha=1e-4", "--point", "norm=l1 schedule=exp(("])
+    assert bad.exit_code == 2 and "malformed override" in bad.output and "in point" in bad.output
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS, ids=[path.stem for path in EXPERIMENTS])
