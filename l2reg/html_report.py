@@ -334,7 +334,10 @@ def validation_plot(runs: pd.DataFrame, histories: pd.DataFrame, context: str,
         if len(base):
             line(base, "baseline (alpha=0)", {"color": "#000000", "dash": "solid", "symbol": "circle", "width": 3},
                  "", where)
-        _, here = _lines(hist[~axes.baseline_rows(hist) & (hist["alpha"] == alpha)])
+        part = hist[~axes.baseline_rows(hist) & (hist["alpha"] == alpha)]
+        # grouped by the axes that vary over every alpha (`columns`), so a key styles as in the other plots
+        here = [(key if isinstance(key, tuple) else (key,), group)
+                for key, group in part.groupby(columns, sort=True, dropna=False)] if len(part) else []
         for key, group in here:
             line(group.groupby("epoch")["val_acc"].agg(["mean", "count"]), _label(key),
                  _style(key, columns, values), f", alpha = {alpha:g}", where)

@@ -66,8 +66,8 @@ def test_sweep_writes_runs_summary_verdicts_and_report(tiny_mnist, tmp_path):
     result = invoke("run", "alpha=0.0,1e-4,1e-3", f"data.root={tiny_mnist}", f"results_dir={out}", "name=t", *QUICK)
     assert result.exit_code == 0, result.output
     folder = out / "t"
-    assert sorted(p.name for p in folder.iterdir()) == ["plots", "report.md", "runs", "runs.csv", "summary.csv",
-                                                        "sweep.json", "verdict.json"]
+    assert sorted(p.name for p in folder.iterdir()) == ["plots", "report.html", "report.md", "runs", "runs.csv",
+                                                        "summary.csv", "sweep.json", "verdict.json"]
     assert sorted(p.name for p in (folder / "plots").iterdir()) == sorted(PLOTS)
     assert len(list((folder / "runs").glob("*.json"))) == 9
     runs = pd.read_csv(folder / "runs.csv")
@@ -131,7 +131,7 @@ def test_sweep_writes_runs_summary_verdicts_and_report(tiny_mnist, tmp_path):
     [(context, content)] = verdict["contexts"].items()
     assert context == runs["context"].iloc[0]
     claims = content["claims"]
-    assert set(claims) == {"accuracy", "overfitting", "stability", "features"}
+    assert list(claims) == ["accuracy", "overfitting", "stability", "churn", "features"]  # the registry order
     assert [row["min_effect_pp"] for row in content["sensitivity"]] == [0.05, 0.1, 0.2, 0.3]
     report = (folder / "report.md").read_text()
     text = squash(result.output)

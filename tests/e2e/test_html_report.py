@@ -143,6 +143,8 @@ def check_plots(opened: Opened, summary: pd.DataFrame) -> None:
 
 def check_hover(opened: Opened, summary: pd.DataFrame) -> str:
     """Move the mouse onto the first context's top setting in its forest plot; return the hover text."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout  # only here: the module may lack it
+
     context = sorted(summary["context"].unique(), key=str)[0]
     rows = summary[(summary["context"] == context) & (summary["alpha"] != 0) & summary["delta_pp"].notna()]
     top = rows.sort_values("delta_pp", ascending=False, kind="stable").iloc[0]
@@ -158,8 +160,14 @@ def check_hover(opened: Opened, summary: pd.DataFrame) -> str:
     }""", str(context))
     opened.page.mouse.move(where["x"] - 60, where["y"] - 40)
     opened.page.mouse.move(where["x"], where["y"], steps=5)
-    label = opened.page.locator(".hoverlayer .hovertext").first
-    label.wait_for(state="visible", timeout=5_000)
+    # the moves pass over other points (the seeds' dots), whose labels show first: wait for the label
+    # of the point under the mouse's last position, and on a time-out say what was shown instead
+    labels = opened.page.locator(".hoverlayer .hovertext")
+    label = labels.filter(has_text=f"gain {top['delta_pp']:+.3f} pp").first
+    try:
+        label.wait_for(state="visible", timeout=10_000)
+    except PlaywrightTimeout:
+        raise AssertionError(f"hovering {where['name']}'s marker shows {labels.all_text_contents()}") from None
     shown = label.text_content()
     assert where["name"] in shown and f"gain {top['delta_pp']:+.3f} pp" in shown, shown
     assert f"{top['paired_ci_low_pp']:+.3f} to {top['paired_ci_high_pp']:+.3f} pp" in shown, shown

@@ -151,7 +151,7 @@ def test_a_run_writes_its_report_despite_foreign_files(sweep_copy, tiny_mnist):
 def test_a_folder_with_only_bad_files_exits_2_in_one_line(sweep_copy):
     for path in (sweep_copy / "runs").glob("*.json"):
         path.unlink()
-    for name in ("runs.csv", "summary.csv", "verdict.json", "report.md"):
+    for name in ("runs.csv", "summary.csv", "verdict.json", "report.md", "report.html"):
         (sweep_copy / name).unlink()
     (sweep_copy / "runs" / "a-list.json").write_text("[]")
     (sweep_copy / "runs" / "empty.json").write_text("")

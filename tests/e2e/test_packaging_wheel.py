@@ -106,8 +106,8 @@ def test_the_installed_command_runs_from_another_folder(site, tiny_mnist, tmp_pa
     done = run([l2sweep, "run", "alpha=1e-3", "seeds=1", f"data.root={tiny_mnist}", "results_dir=res", "name=w",
                 *QUICK], cwd=elsewhere, env=env)
     folder = elsewhere / "res" / "w"
-    assert sorted(p.name for p in folder.iterdir()) == ["plots", "report.md", "runs", "runs.csv", "summary.csv",
-                                                        "sweep.json", "verdict.json"], done.stderr
+    assert sorted(p.name for p in folder.iterdir()) == ["plots", "report.html", "report.md", "runs", "runs.csv",
+                                                        "summary.csv", "sweep.json", "verdict.json"], done.stderr
     runs = pd.read_csv(folder / "runs.csv")
     assert len(runs) == 2 and set(runs["status"]) == {"ok"}
     invocation = json.loads((folder / "sweep.json").read_text())["invocations"][0]

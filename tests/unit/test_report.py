@@ -800,3 +800,20 @@ def test_axis_words_restate_the_per_setting_decisions_as_counts_per_axis_value()
     table = [[c.strip() for c in line.strip("|").split("|")] for line in by_axis(rows, ["alpha"]).splitlines()]
     assert table[3][:6] == ["alpha", "0.001", "3", "-0.025", "+0.050", "1 undecided, 1 above zero (not shown above m), "
                             "1 diverged"]  # the diverged setting: in the calls, not in the mean or the best
+
+
+def test_settings_whose_varying_axes_differ_by_alpha_are_drawn_in_every_report_file(tmp_path):
+    """A sweep that is not a cartesian product (two sweeps into one folder, or point sets): alpha
+    1e-3 varies the schedule, alpha 1e-4 the target. Every plot and report.html draws it."""
+    records = []
+    for seed in range(3):
+        records.append(record(f"baseline-s{seed}", setting_of(0.0), seed, 9900 + seed))
+        records.append(record(f"a-s{seed}", setting_of(1e-3, "activations", "exponential(gamma=1)"), seed, 9910))
+        records.append(record(f"b-s{seed}", setting_of(1e-4, "activations"), seed, 9905 + seed))
+        records.append(record(f"c-s{seed}", setting_of(1e-4, "both"), seed, 9902 + 2 * seed))
+    write(tmp_path, records)
+    report = write_reports(tmp_path)
+    assert len(report.analysis.summary) == 4
+    page = (tmp_path / "report.html").read_text()
+    assert "Validation accuracy per epoch" in page and page.count("alpha=0.0001") >= 1
+    assert {p.name for p in (tmp_path / "plots").glob("*.png")} == set(PLOTS)
