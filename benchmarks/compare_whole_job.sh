@@ -51,7 +51,7 @@ import json, sys
 from dataclasses import replace
 import torch
 from l2reg.bench import plain_whole_run
-from l2reg.config import expand_and_compose
+from l2reg.compose import expand_and_compose
 from l2reg.device import configure_device
 [(_, cfg)] = expand_and_compose(['alpha=$alpha', 'target=both', 'seed=1'])
 configure_device(torch.device('cpu'), False)

@@ -189,7 +189,7 @@ PLANNING_RUNS = 100_000  # the planning row's sweep: alpha=1e-3 'seed=range(PLAN
 def planning(runs: int = PLANNING_RUNS) -> dict:
     """The planning row: `runs` runs planned as `l2sweep run --dry-run` plans them (compose, expand,
     validate, run ids, input checks; not the table it prints), and one point composed alone (warm)."""
-    from l2reg.config import expand_and_compose
+    from l2reg.compose import expand_and_compose
     from l2reg.runner import plan_sweep
 
     overrides = ["alpha=1e-3", f"seed=range({max(1, runs // 2)})"]
@@ -214,7 +214,8 @@ def bench_config(overrides: list[str], pack_sizes: str = "") -> tuple[Config, to
     seed DEFAULT_SEED unless given), its device, and the pack sizes (`pack_sizes`, a comma list;
     default 1,2 on a CPU and 1..256 on CUDA). Checks the data files are there. Raises ConfigError
     (a sweep, a bad size, a bad key) or DataError, each with a one-line message."""
-    from l2reg.config import ConfigError, expand_and_compose, validate
+    from l2reg.compose import expand_and_compose
+    from l2reg.config import ConfigError, validate
     from l2reg.data import check_files
     from l2reg.device import resolve_device
 

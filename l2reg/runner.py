@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from l2reg import files, sweep
-from l2reg.config import Config, ConfigError, LauncherConfig, expand_and_compose, to_dict
+from l2reg.compose import expand_and_compose
+from l2reg.config import Config, ConfigError, LauncherConfig, to_dict
 
 Progress = Callable[..., None]  # progress(event: str, **info)
 Messages = Callable[[str, str], None]  # messages(kind, text)
@@ -111,7 +112,7 @@ def plan_sweep(overrides: Sequence[str], config_dir: Path | None = None, *, wait
     """Compose and validate the overrides (Hydra's grammar) and plan the runs. Raises ConfigError
     (or ValueError, e.g. train.device=cuda without one) with a one-line message. `wait=False`
     (--no-wait) is refused unless launcher=slurm. `point_sets`: a union of override sets (each a
-    list of overrides; l2reg.config.expand_and_compose), instead of the experiment file's points."""
+    list of overrides; l2reg.compose.expand_and_compose), instead of the experiment file's points."""
     from l2reg.device import resolve_device
 
     sets = None if point_sets is None else [list(point_set) for point_set in point_sets]

@@ -250,6 +250,70 @@ def _seeds(cells: pd.DataFrame, k: int) -> tuple[int | None, str]:
                    f"observed values were the truth{left_out}")
 
 
+def _better_cells(tested: pd.DataFrame, setting: str) -> pd.DataFrame:
+    """The tested cells of `setting` shown better than their margin (Holm), strongest first."""
+    own = tested[tested["setting"] == setting]
+    return own[own["p_holm"] < stats.SIGNIFICANCE].sort_values(["p_holm", "delta"], ascending=[True, False])
+
+
+def _supporting_reasons(supporting: Sequence[str], cells: pd.DataFrame, tested: pd.DataFrame,
+                        measured: Sequence[str], k_holm: int) -> list[str]:
+    """The reasons of a `supported` verdict: the rule, each supporting setting with the metric that
+    carries it (its strongest better cell with every other metric non-inferior), the carriers."""
+    p, level, n_metrics = text.p_value, stats.SIGNIFICANCE, len(measured)
+    reasons = [f"{len(supporting)} setting(s) support it: better by more than the metric's margin on one "
+               f"feature metric (one-sided paired t-test against m_j, Holm over {k_holm} tests, p < {level}) "
+               f"and shown non-inferior (gain > -m_k, one-sided paired t-test, p < {level} each, "
+               f"uncorrected: an intersection-union test) on every other of the {n_metrics} measured metrics"]
+    carriers = set()
+    for name in supporting:
+        own = cells[cells["setting"] == name]
+        carrier = next(c for _, c in _better_cells(tested, name).iterrows()
+                       if (own[own["metric"] != c["metric"]]["p_noninferior"] < level).all())
+        carriers.add(carrier["metric"])
+        others = own[own["metric"] != carrier["metric"]]
+        reasons.append(f"{name}: carried by {carrier['metric']} {text.number(carrier['delta'])} pp (n = "
+                       f"{int(carrier['n'])} seeds, 95 % CI {text.number(carrier['ci_low'])} to "
+                       f"{text.number(carrier['ci_high'])}, Holm p (gain > {carrier['margin']:.3g} pp) = "
+                       f"{p(carrier['p_holm'])}); non-inferior on every other "
+                       "metric: " + "; ".join(_ni_part(c) for _, c in others.iterrows()))
+    reasons.append(f"the metric(s) that carry it: {', '.join(m for m in measured if m in carriers)} "
+                   f"(of {n_metrics} measured)")
+    return reasons
+
+
+def _mixed_reason(mixed: Sequence[str], cells: pd.DataFrame, tested: pd.DataFrame) -> str:
+    """Settings better on a metric that do not count: for each, the metrics it is better on and the
+    other metrics it is not shown non-inferior on."""
+    p, level = text.p_value, stats.SIGNIFICANCE
+    parts = []
+    for name in mixed:
+        own = cells[cells["setting"] == name]
+        better = _better_cells(tested, name)
+        failed = own[~(own["p_noninferior"] < level) & ~own["metric"].isin(set(better["metric"]))]
+        parts.append(f"{name}: better on " + ", ".join(
+            f"{c['metric']} ({text.number(c['delta'])} pp, Holm p (gain > {c['margin']:.3g} pp) = "
+            f"{p(c['p_holm'])})" for _, c in better.iterrows())
+            + " but not shown non-inferior on " + "; ".join(_ni_part(c) for _, c in failed.iterrows()))
+    return (f"{len(mixed)} setting(s) better on a metric do not count, not being shown non-inferior "
+            "(gain > -m) on every other metric: " + " | ".join(parts))
+
+
+def _vetoed_reason(vetoed: Sequence[str], cells: pd.DataFrame) -> str:
+    """Settings shown worse on some feature metric (the veto), each with the metrics it is worse on."""
+    p, level = text.p_value, stats.SIGNIFICANCE
+    parts = []
+    for name in vetoed:
+        own = cells[cells["setting"] == name]
+        worse = own[own["p_worse_holm"] < level]
+        parts.append(f"{name}: worse on " + "; ".join(
+            f"{c['metric']} ({text.number(c['delta'])} pp, 95 % CI {text.number(c['ci_low'])} to "
+            f"{text.number(c['ci_high'])}, Holm p (gain < 0) = {p(c['p_worse_holm'])})"
+            for _, c in worse.iterrows()))
+    return (f"{len(vetoed)} setting(s) shown worse on a feature metric (H0 gain >= 0 rejected, Holm over "
+            "the setting's own metrics) do not count, whatever they gain elsewhere: " + " | ".join(parts))
+
+
 def verdict_of(table: pd.DataFrame, floor: float, margins: Mapping[str, float], measured: Sequence[str]) -> dict:
     """Feature claim for one context: `table` has a row per setting with the columns of COLUMNS
     (features_call from :func:`call_of`); `margins` m_j per metric; `measured` the context's
@@ -278,34 +342,10 @@ def verdict_of(table: pd.DataFrame, floor: float, margins: Mapping[str, float], 
     supporting = [name for name, call in calls.items() if call == SUPPORTS]
     mixed = [name for name, call in calls.items() if call == NOT_NONINFERIOR]
     vetoed = [name for name, call in calls.items() if call == SHOWN_WORSE]
-    n_metrics = len(measured)
-
-    def better_cells(setting: str) -> pd.DataFrame:
-        own = tested[tested["setting"] == setting]
-        return own[own["p_holm"] < level].sort_values(["p_holm", "delta"], ascending=[True, False])
-
     reasons, seeds = [], None
     if supporting:
         verdict = SUPPORTED
-        reasons.append(f"{len(supporting)} setting(s) support it: better by more than the metric's margin on one "
-                       f"feature metric (one-sided paired t-test against m_j, Holm over {k_holm} tests, p < {level}) "
-                       f"and shown non-inferior (gain > -m_k, one-sided paired t-test, p < {level} each, "
-                       f"uncorrected: an intersection-union test) on every other of the {n_metrics} measured metrics")
-        carriers = set()
-        for name in supporting:
-            own = cells[cells["setting"] == name]
-            better = better_cells(name)
-            carrier = next(c for _, c in better.iterrows()
-                           if (own[own["metric"] != c["metric"]]["p_noninferior"] < level).all())
-            carriers.add(carrier["metric"])
-            others = own[own["metric"] != carrier["metric"]]
-            reasons.append(f"{name}: carried by {carrier['metric']} {text.number(carrier['delta'])} pp (n = "
-                           f"{int(carrier['n'])} seeds, 95 % CI {text.number(carrier['ci_low'])} to "
-                           f"{text.number(carrier['ci_high'])}, Holm p (gain > {carrier['margin']:.3g} pp) = "
-                           f"{p(carrier['p_holm'])}); non-inferior on every other "
-                           "metric: " + "; ".join(_ni_part(c) for _, c in others.iterrows()))
-        reasons.append(f"the metric(s) that carry it: {', '.join(m for m in measured if m in carriers)} "
-                       f"(of {n_metrics} measured)")
+        reasons += _supporting_reasons(supporting, cells, tested, measured, k_holm)
     elif len(untested) == 0 and (tested["p_inferior"] < level).all():
         verdict = NOT_SUPPORTED
         reasons.append(f"every one of the {k} setting x metric tests is shown to gain less than its metric's margin "
@@ -323,29 +363,9 @@ def verdict_of(table: pd.DataFrame, floor: float, margins: Mapping[str, float], 
         seeds, why = _seeds(cells, k_holm)
         reasons.append(why)
     if mixed:
-        parts = []
-        for name in mixed:
-            own = cells[cells["setting"] == name]
-            better = better_cells(name)
-            # for each metric it is better on, the other metrics not shown non-inferior
-            failed = own[~(own["p_noninferior"] < level) & ~own["metric"].isin(set(better["metric"]))]
-            parts.append(f"{name}: better on " + ", ".join(
-                f"{c['metric']} ({text.number(c['delta'])} pp, Holm p (gain > {c['margin']:.3g} pp) = "
-                f"{p(c['p_holm'])})" for _, c in better.iterrows())
-                + " but not shown non-inferior on " + "; ".join(_ni_part(c) for _, c in failed.iterrows()))
-        reasons.append(f"{len(mixed)} setting(s) better on a metric do not count, not being shown non-inferior "
-                       "(gain > -m) on every other metric: " + " | ".join(parts))
+        reasons.append(_mixed_reason(mixed, cells, tested))
     if vetoed:
-        parts = []
-        for name in vetoed:
-            own = cells[cells["setting"] == name]
-            worse = own[own["p_worse_holm"] < level]
-            parts.append(f"{name}: worse on " + "; ".join(
-                f"{c['metric']} ({text.number(c['delta'])} pp, 95 % CI {text.number(c['ci_low'])} to "
-                f"{text.number(c['ci_high'])}, Holm p (gain < 0) = {p(c['p_worse_holm'])})"
-                for _, c in worse.iterrows()))
-        reasons.append(f"{len(vetoed)} setting(s) shown worse on a feature metric (H0 gain >= 0 rejected, Holm over "
-                       "the setting's own metrics) do not count, whatever they gain elsewhere: " + " | ".join(parts))
+        reasons.append(_vetoed_reason(vetoed, cells))
     reasons.append(margins_sentence(margins, measured, floor))
     reasons += diverged_reason
     if note:

@@ -115,11 +115,9 @@ def plan_hash(plan: dict) -> str:
     return hashlib.sha256(canonical_json({k: v for k, v in plan.items() if k != "hash"}).encode()).hexdigest()
 
 
-def make_plan(screen: Path, name: str, *, k: int = DEFAULT_K, looks: Sequence[int] = DEFAULT_LOOKS,
-              first_seed: int = FIRST_SEED, context: str | None = None, replicates: int = SIMULATION_REPLICATES,
-              created: str | None = None) -> dict:
-    """The plan of a confirmation study of the accuracy claim from a screen folder."""
-    screen = Path(screen)
+def _read_screen(screen: Path, context: str | None) -> tuple[pd.DataFrame, dict, str]:
+    """A finished screen's summary.csv, verdict.json and the context to confirm (the only one, or
+    `context`)."""
     summary_path, verdict_path = screen / "summary.csv", screen / "verdict.json"
     if not summary_path.is_file() or not verdict_path.is_file():
         raise PlanError(f"{screen} has no summary.csv/verdict.json: run `l2sweep report {screen}` first")
@@ -135,16 +133,27 @@ def make_plan(screen: Path, name: str, *, k: int = DEFAULT_K, looks: Sequence[in
         context = contexts[0]
     elif context not in contexts:
         raise PlanError(f"context {context!r} is not in {screen}: it has {', '.join(contexts)}")
+    return summary, verdict, context
+
+
+def _checked_looks(looks: Sequence[int], first_seed: int) -> tuple[int, ...]:
+    """The looks as increasing seeds per arm from MIN_FIRST_LOOK, with fresh seeds from FIRST_SEED."""
     looks = tuple(int(n) for n in looks)
     if any(b <= a for a, b in zip(looks, looks[1:])) or looks[0] < MIN_FIRST_LOOK:
         raise PlanError(f"looks={','.join(map(str, looks))}: seeds per arm must increase, from at least "
                         f"{MIN_FIRST_LOOK}")
     if first_seed < FIRST_SEED:
         raise PlanError(f"first seed {first_seed}: confirmatory seeds start at {FIRST_SEED} (never a screen's)")
+    return looks
+
+
+def _arms_and_hypotheses(screen: Path, summary: pd.DataFrame, context: str, k: int,
+                         margin: float) -> tuple[list[dict], list[dict]]:
+    """The candidates by CANDIDATE_RULE: an arm each (setting and the overrides that train it) and
+    its hypothesis (gain above `margin`, with the screen's estimate beside it)."""
     chosen = choose_candidates(summary, context, k)
     if chosen.empty:
         raise PlanError(f"no setting of {screen} qualifies as a candidate ({CANDIDATE_RULE})")
-    margin = float(verdict["min_effect_pp"])
     arms, hypotheses = [], []
     for index, (_, row) in enumerate(chosen.iterrows(), 1):
         setting = {c: (float(row[c]) if c == "alpha" else row[c]) for c in axes.SETTING_COLUMNS}
@@ -158,25 +167,13 @@ def make_plan(screen: Path, name: str, *, k: int = DEFAULT_K, looks: Sequence[in
                                       "paired_ci_low_pp": float(row["paired_ci_low_pp"]),
                                       "paired_ci_high_pp": float(row["paired_ci_high_pp"]),
                                       "n": int(row["paired_n"]), "call": row["call"]}})
-    base = summary[(summary["context"] == context) & (axes.baseline_rows(summary))].iloc[0]
-    arm_sd = float(base["std_acc"])
-    study = D.Design(looks=looks, alpha=ALPHA, futility_alpha=FUTILITY_ALPHA, margin=margin,
-                     hypotheses=len(hypotheses))
-    simulated = D.simulate(study, [h["screen"]["delta_pp"] for h in hypotheses], arm_sd, arm_sd, replicates, 20261203)
-    at_margin = D.simulate(study, [margin] * len(hypotheses), arm_sd, arm_sd, replicates, 20261204)
-    plan = {
-        "study": name, "kind": "confirmation", "created": created,
-        "code": {"commit": files.git_commit(),
-                 "text": "the l2sweep commit the plan was made with (its runs record the commit that trained them)"},
-        "screen": {"folder": str(screen), "context": context, "commits": sorted({c for c in
-                   verdict["code_paths"][context]["commits"]}), "runs": int(verdict["runs"])},
-        "candidate_rule": {"text": CANDIDATE_RULE, "k": k},
-        "arms": arms,
-        "baseline": "alpha = 0 in the same context, every seed of every look (each arm's sweep plans it)",
-        "hypotheses": hypotheses,
-        "seeds": {"first": first_seed, "looks": list(looks),
-                  "text": f"look k trains seeds {first_seed}..{first_seed} + looks[k] - 1 of every open arm and the "
-                          "baseline; an arm whose hypothesis is decided trains no more seeds"},
+    return arms, hypotheses
+
+
+def _declared_rules() -> dict:
+    """The plan's fixed declarations, in words a reviewer reads: level, spending, test, multiplicity,
+    futility, stopping, estimates, the secondary family and what is only described."""
+    return {
         "alpha": ALPHA, "alpha_text": "family-wise error rate, one-sided, over the hypotheses",
         "spending": {"name": D.SPENDING,
                      "text": "alpha(t) = 2 - 2 Phi(z_{1-a/2} / sqrt(t)), t = n_k / n_K, per hypothesis at its "
@@ -211,6 +208,38 @@ def make_plan(screen: Path, name: str, *, k: int = DEFAULT_K, looks: Sequence[in
                         "probe on 5 resampled 100-label subsets with a cross-validated ridge, the noisy-input "
                         "accuracies): paired gains with 95 % t intervals over each candidate's last look's seeds, "
                         "no decision"),
+    }
+
+
+def make_plan(screen: Path, name: str, *, k: int = DEFAULT_K, looks: Sequence[int] = DEFAULT_LOOKS,
+              first_seed: int = FIRST_SEED, context: str | None = None, replicates: int = SIMULATION_REPLICATES,
+              created: str | None = None) -> dict:
+    """The plan of a confirmation study of the accuracy claim from a screen folder."""
+    screen = Path(screen)
+    summary, verdict, context = _read_screen(screen, context)
+    looks = _checked_looks(looks, first_seed)
+    margin = float(verdict["min_effect_pp"])
+    arms, hypotheses = _arms_and_hypotheses(screen, summary, context, k, margin)
+    base = summary[(summary["context"] == context) & (axes.baseline_rows(summary))].iloc[0]
+    arm_sd = float(base["std_acc"])
+    study = D.Design(looks=looks, alpha=ALPHA, futility_alpha=FUTILITY_ALPHA, margin=margin,
+                     hypotheses=len(hypotheses))
+    simulated = D.simulate(study, [h["screen"]["delta_pp"] for h in hypotheses], arm_sd, arm_sd, replicates, 20261203)
+    at_margin = D.simulate(study, [margin] * len(hypotheses), arm_sd, arm_sd, replicates, 20261204)
+    plan = {
+        "study": name, "kind": "confirmation", "created": created,
+        "code": {"commit": files.git_commit(),
+                 "text": "the l2sweep commit the plan was made with (its runs record the commit that trained them)"},
+        "screen": {"folder": str(screen), "context": context, "commits": sorted({c for c in
+                   verdict["code_paths"][context]["commits"]}), "runs": int(verdict["runs"])},
+        "candidate_rule": {"text": CANDIDATE_RULE, "k": k},
+        "arms": arms,
+        "baseline": "alpha = 0 in the same context, every seed of every look (each arm's sweep plans it)",
+        "hypotheses": hypotheses,
+        "seeds": {"first": first_seed, "looks": list(looks),
+                  "text": f"look k trains seeds {first_seed}..{first_seed} + looks[k] - 1 of every open arm and the "
+                          "baseline; an arm whose hypothesis is decided trains no more seeds"},
+        **_declared_rules(),
         "simulation": {"screen_estimates": simulated, "all_at_margin": at_margin,
                        "model": f"normal, sd {arm_sd:.4f} pp per arm (the screen baseline's seed sd), shared baseline"},
     }

@@ -62,7 +62,7 @@ def assert_same_numbers(a: dict[str, dict], b: dict[str, dict]) -> None:
 def reference(folder: Path, overrides: list[str]) -> dict[str, dict]:
     """The runs of a sweep trained in this process (l2reg.executors.inprocess.execute: no reports, no CLI)."""
     from l2reg import sweep
-    from l2reg.config import expand_and_compose
+    from l2reg.compose import expand_and_compose
     from l2reg.executors.inprocess import execute
 
     planned = sweep.plan([cfg for _, cfg in expand_and_compose(overrides)])

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from l2reg.bench import run_bench
 from l2reg.cli.main import app
-from l2reg.config import expand_and_compose
+from l2reg.compose import expand_and_compose
 
 
 def config(tiny_mnist, *overrides):

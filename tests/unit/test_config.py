@@ -5,7 +5,8 @@ import re
 
 import pytest
 
-from l2reg.config import Config, ConfigError, expand_and_compose, from_dict, to_dict, validate
+from l2reg.compose import expand_and_compose
+from l2reg.config import Config, ConfigError, from_dict, to_dict, validate
 
 
 def compose(*overrides):

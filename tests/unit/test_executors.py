@@ -8,7 +8,8 @@ import pytest
 import submitit
 
 from l2reg import cpus, sweep
-from l2reg.config import ConfigError, LauncherConfig, expand_and_compose, from_dict, to_dict, validate
+from l2reg.compose import expand_and_compose
+from l2reg.config import ConfigError, LauncherConfig, from_dict, to_dict, validate
 from l2reg.executors import local, pack_job, slurm, slurm_jobs, status
 from l2reg.executors.status import RunState
 

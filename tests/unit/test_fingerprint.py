@@ -67,7 +67,7 @@ def test_a_commit_is_fingerprinted_from_git_and_the_claim_checks_two_commits_sha
 
 
 def test_a_job_whose_code_changed_after_submission_trains_nothing_and_says_why(tmp_path, monkeypatch):
-    from l2reg.config import expand_and_compose
+    from l2reg.compose import expand_and_compose
 
     [(_, cfg)] = expand_and_compose(["alpha=1e-3", "seed=0"])
     [base, run] = plan([cfg])

@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 from l2reg import axes, runner, sweep
 from l2reg.bench import planning
 from l2reg.cli.main import app
-from l2reg.config import ConfigError, _one_line, default_config_dir, expand_and_compose, validate
+from l2reg.compose import _one_line, expand_and_compose
+from l2reg.config import ConfigError, default_config_dir, validate
 
 
 def compose_every_point(overrides: list[str]) -> list[tuple[list[str], object]]:
@@ -26,7 +27,7 @@ def compose_every_point(overrides: list[str]) -> list[tuple[list[str], object]]:
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from omegaconf import OmegaConf
 
-    from l2reg.config import _register_schema
+    from l2reg.compose import _register_schema
 
     _register_schema()
     GlobalHydra.instance().clear()

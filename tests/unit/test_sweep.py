@@ -2,7 +2,8 @@
 
 from dataclasses import replace
 
-from l2reg.config import Config, ScheduleConfig, expand_and_compose
+from l2reg.compose import expand_and_compose
+from l2reg.config import Config, ScheduleConfig
 from l2reg.sweep import canonical, context, packs, plan, run_id
 
 
