@@ -1,7 +1,7 @@
 """The article's claims as a registry, as l2reg.axes is for the setting axes: one declaration
 each, everything that lists claims derives from it.
 
-A claim (a subclass of :class:`Claim`, one module each: accuracy, overfitting, stability,
+A claim (a subclass of :class:`Claim`, one module each: accuracy, overfitting, stability, churn,
 features) owns its metrics, its per-setting summary columns, its family corrections (Holm across
 the settings of one context), its verdict with reasons, its section and caption in report.md,
 its part of the by-axis reading and the article's words. l2reg.analysis runs the registered
@@ -28,7 +28,7 @@ def _builtin() -> tuple[Claim, ...]:
 
 
 def all_claims() -> tuple[Claim, ...]:
-    """Every claim, the built-in four first, in the order their columns and sections appear."""
+    """Every claim, the built-in five first, in the order their columns and sections appear."""
     return (*_builtin(), *_EXTRA)
 
 
@@ -64,5 +64,5 @@ def register(claim: Claim) -> Claim:
 
 
 def unregister(name: str) -> None:
-    """Remove a claim added by :func:`register` (the built-in four stay)."""
+    """Remove a claim added by :func:`register` (the built-in five stay)."""
     _EXTRA[:] = [claim for claim in _EXTRA if claim.name != name]

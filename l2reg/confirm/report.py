@@ -45,7 +45,9 @@ def hypothesis_rows(plan: dict, result: Replay) -> list[dict]:
         last = h.tests[-1] if h.tests else {}
         n, mean, sd = last.get("n", 0), last.get("mean", float("nan")), last.get("sd", float("nan"))
         half = float(sps.t.ppf(0.975, n - 1) * sd / np.sqrt(n)) if n >= 2 and np.isfinite(sd) else float("nan")
-        adjusted = D.adjusted_estimate(design, h) if h.tests else {"median": np.nan, "low": np.nan, "high": np.nan}
+        # the stage-wise ordering is defined at the look that decided a hypothesis: none while it is open
+        decided = h.tests and h.decision != D.OPEN
+        adjusted = D.adjusted_estimate(design, h) if decided else {"median": np.nan, "low": np.nan, "high": np.nan}
         rows.append({"id": spec["id"], "arm": spec["arm"], "setting": _name(arm["setting"]),
                      "decision": h.decision, "look": None if h.look is None else h.look + 1, "n": n,
                      "level": h.level, "estimate_pp": mean, "ci_low_pp": mean - half, "ci_high_pp": mean + half,
@@ -172,14 +174,17 @@ def write_confirmation(folder: Path) -> str:
              f"H0: mean paired gain in test accuracy <= {margin:g} pp, one-sided, family-wise alpha {plan['alpha']} "
              f"(graphical Holm, O'Brien-Fleming-type spending at {', '.join(map(str, plan['seeds']['looks']))} seeds "
              "per arm); futility: shown below the margin (non-binding). Adjusted: stage-wise median-unbiased estimate "
-             "and 95 % CI at the deciding look. Screen: the screen's own paired estimate and 95 % CI (biased upward: "
+             "and 95 % CI at the deciding look (n/a while a hypothesis is open), the sd of that look taken as known: "
+             "normal quantiles, so at n seeds its CI is narrower than a t interval by about z/t_(n-1) (6 % at 20 "
+             "seeds, 3 % at 40). Screen: the screen's own paired estimate and 95 % CI (biased upward: "
              "the candidates are the screen's largest).", ""]
     table = pd.DataFrame([{
         "hypothesis": r["id"], "setting": r["setting"], "decision": r["decision"], "look": r["look"] or "-",
         "seeds": r["n"], "naive pp [95 % CI]": f"{text.number(r['estimate_pp'])} [{text.number(r['ci_low_pp'])}, "
                                                f"{text.number(r['ci_high_pp'])}]",
-        "adjusted pp [95 % CI]": f"{text.number(r['adjusted_pp'])} [{text.number(r['adjusted_low_pp'])}, "
-                                 f"{text.number(r['adjusted_high_pp'])}]",
+        "adjusted pp [95 % CI]": (f"{text.number(r['adjusted_pp'])} [{text.number(r['adjusted_low_pp'])}, "
+                                  f"{text.number(r['adjusted_high_pp'])}]" if r["adjusted_pp"] == r["adjusted_pp"]
+                                  else "n/a (open)"),
         "screen pp [95 % CI]": f"{text.number(r['screen_pp'])} [{text.number(r['screen_low_pp'])}, "
                                f"{text.number(r['screen_high_pp'])}]"} for r in rows])
     lines += [text.markdown_table(table), "", "## Looks", ""]
