@@ -201,13 +201,16 @@ def _stopping_at_first_not_ok(progress: Progress) -> Progress:
 
 
 def _threads_here(plan: SweepPlan) -> int | None:
-    """The torch threads a CPU run of this sweep will train with (l2reg.device.configure_device);
-    None where it is decided elsewhere (SLURM nodes) or does not matter (a GPU)."""
+    """The torch threads a CPU run of this sweep will train with (l2reg.device.configure_device):
+    a SLURM task's its --cpus-per-task (1 when not given; l2reg.executors.slurm.allocated_cores
+    holds it to that); None where it does not matter (a GPU)."""
     from l2reg.cpus import available_cores
 
     device = plan.device.type if plan.device is not None else plan.config.train.device
-    if device != "cpu" or plan.launcher.name == "slurm":
+    if device != "cpu":
         return None
+    if plan.launcher.name == "slurm":
+        return int(plan.launcher.cpus_per_task or 1)
     if plan.launcher.name == "local":
         return max(1, min(int(plan.launcher.threads_per_worker), len(available_cores())))
     return len(available_cores())

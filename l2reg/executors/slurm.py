@@ -12,6 +12,7 @@ module paths: the nodes import this module and l2reg.executors.pack_job.
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import time
@@ -21,9 +22,10 @@ from typing import Callable, Sequence
 
 import submitit
 
-from l2reg import sweep
+from l2reg import cpus, sweep
 from l2reg.config import LauncherConfig, to_dict
 from l2reg.executors import slurm_jobs
+from l2reg.executors.local import worker_cores
 from l2reg.executors.pack_job import PackJob, make_jobs, run_pack_job
 from l2reg.executors.slurm_jobs import SchedulerError
 from l2reg.executors.status import RunState, StatusReader, failure_record, summary_counts
@@ -41,6 +43,10 @@ class PackTask(submitit.helpers.Checkpointable):
 
     def __call__(self, job: PackJob) -> dict:
         self.written: set[str] = set()
+        available = cpus.available_cores()
+        mine = allocated_cores(os.environ, available)
+        if mine != available and hasattr(os, "sched_setaffinity"):
+            os.sched_setaffinity(0, mine)  # l2reg.device: one torch thread per core of this mask
 
         def notify(event: str, **info) -> None:
             if event == "done":
@@ -54,6 +60,21 @@ class PackTask(submitit.helpers.Checkpointable):
         keep = [i for i, rid in enumerate(job.run_ids) if rid not in written]
         remaining = replace(job, run_ids=[job.run_ids[i] for i in keep], configs=[job.configs[i] for i in keep])
         return submitit.helpers.DelayedSubmission(self, remaining)
+
+
+def allocated_cores(env, available: Sequence[int]) -> list[int]:
+    """The cores a SLURM task trains on. SLURM allocates --cpus-per-task CPUs to a task (1 when not
+    given), but a node that does not confine tasks (no cgroup or affinity task plugin) leaves the
+    whole node in the task's affinity mask, and torch would start a thread per core of the node:
+    oversubscribed beside the node's other tasks, and a thread count (so numbers) that depends on
+    the node. Where the mask is wider than the allocation, the task keeps that many of its cores,
+    round-robin by array task index as local workers share cores (l2reg.executors.local)."""
+    available = sorted(available)
+    wanted = int(env.get("SLURM_CPUS_PER_TASK") or env.get("SLURM_CPUS_ON_NODE") or 0)
+    if wanted <= 0 or len(available) <= wanted:
+        return available
+    index = int(env.get("SLURM_ARRAY_TASK_ID") or env.get("SLURM_LOCALID") or 0)
+    return worker_cores(index, wanted, available)
 
 
 def slurm_parameters(launcher: LauncherConfig, job_name: str) -> dict:

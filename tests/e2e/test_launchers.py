@@ -60,13 +60,19 @@ def assert_same_numbers(a: dict[str, dict], b: dict[str, dict]) -> None:
 
 
 def reference(folder: Path, overrides: list[str]) -> dict[str, dict]:
-    """The runs of a sweep trained in this process (l2reg.executors.inprocess.execute: no reports, no CLI)."""
+    """The runs of a sweep trained in this process (l2reg.executors.inprocess.execute: no reports, no
+    CLI), on one core: one torch thread, as a local worker or a one-CPU SLURM task trains."""
     from l2reg import sweep
     from l2reg.compose import expand_and_compose
     from l2reg.executors.inprocess import execute
 
     planned = sweep.plan([cfg for _, cfg in expand_and_compose(overrides)])
-    outcome = execute(planned, folder)
+    cores = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(cores)})
+    try:
+        outcome = execute(planned, folder)
+    finally:
+        os.sched_setaffinity(0, cores)
     assert not outcome.not_ok
     return run_files(folder)
 
@@ -198,6 +204,37 @@ def test_a_sweep_through_slurm_gives_the_in_process_numbers_to_the_bit(six_runs)
     assert len(re.findall(r"^\S+: ok test \d+\.\d\d % \(\d+ s\)$", output, re.M)) == 6
     assert (root / "slurm" / "report.md").is_file() and len(pd.read_csv(root / "slurm" / "runs.csv")) == 6
     assert "#SBATCH --time=60\n" in next((root / "slurm" / ".submitit").glob("*/*_submission.sh")).read_text()
+
+
+@pytest.mark.slurm
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs 2 cores")
+def test_slurm_runs_record_one_thread_and_two_thread_runs_are_never_pooled_with_them(six_runs, tmp_path):
+    """The SLURM tasks, allocated one CPU each on a two-core node that does not confine them,
+    trained with one thread (l2reg.executors.slurm.allocated_cores) and say so; an in-process sweep
+    on two cores (two threads) that would add runs to their context is refused before it trains,
+    naming both thread counts, and a folder holding both is reported as mixed."""
+    import shutil
+    import subprocess
+
+    root, _ = six_runs
+    records = run_files(root / "slurm")
+    assert {r["threads"] for r in records.values()} == {1}
+    folder = tmp_path / "slurm"
+    shutil.copytree(root / "slurm" / "runs", folder / "runs")
+    command = [str(Path(sys.executable).with_name("l2sweep")), "run", "alpha=0.0,1e-3", "seeds=4", "train.epochs=1",
+               f"data.root={records[next(iter(records))]['config']['data']['root']}", f"results_dir={tmp_path}",
+               "name=slurm", *QUICK]
+    two_cores = lambda: os.sched_setaffinity(0, range(2))  # noqa: E731 - past the suite's one-core pinning
+    refused = subprocess.run(command, capture_output=True, text=True, timeout=600, preexec_fn=two_cores)
+    assert refused.returncode == 2, refused.stderr
+    assert "1 thread(s)" in refused.stderr and "2 thread(s)" in refused.stderr, refused.stderr
+    assert sorted(p.name for p in (folder / "runs").glob("*.json")) == sorted(f"{k}.json" for k in records)
+    pooled = subprocess.run([*command, "--mixed-code"], capture_output=True, text=True, timeout=600,
+                            preexec_fn=two_cores)
+    assert pooled.returncode == 0, pooled.stderr
+    verdict = json.loads((folder / "verdict.json").read_text())
+    [context] = verdict["mixed_code"]
+    assert sorted(verdict["code_paths"][context]["threads"]) == ["1", "2"]
 
 
 @pytest.mark.slurm

@@ -306,3 +306,16 @@ def test_a_slurm_task_pickles_its_pack_by_module_path(tmp_path):
     assert type(task) is slurm.PackTask and loaded == job and pickle.loads(pickle.dumps(loaded)) == job
     remaining = task.checkpoint(loaded).args[0]  # nothing written yet: the whole pack goes again
     assert remaining == job
+
+
+@pytest.mark.parametrize(("env", "available", "expected"), [
+    ({}, [0, 1, 2, 3], [0, 1, 2, 3]),  # not a SLURM task: every core of the mask
+    ({"SLURM_CPUS_PER_TASK": "4"}, [0, 1, 2, 3], [0, 1, 2, 3]),  # confined by SLURM already
+    ({"SLURM_CPUS_PER_TASK": "2"}, [5, 6], [5, 6]),
+    ({"SLURM_CPUS_PER_TASK": "1", "SLURM_ARRAY_TASK_ID": "0"}, [0, 1, 2, 3], [0]),  # an unconfined node
+    ({"SLURM_CPUS_PER_TASK": "1", "SLURM_ARRAY_TASK_ID": "5"}, [0, 1, 2, 3], [1]),  # round-robin by task
+    ({"SLURM_CPUS_PER_TASK": "2", "SLURM_ARRAY_TASK_ID": "1"}, [3, 0, 1, 2], [2, 3]),
+    ({"SLURM_CPUS_ON_NODE": "1"}, [0, 1], [0]),  # no --cpus-per-task given: the CPUs SLURM allocated
+])
+def test_a_slurm_task_trains_on_as_many_cores_as_it_was_allocated(env, available, expected):
+    assert slurm.allocated_cores(env, available) == expected
