@@ -57,6 +57,7 @@ controls: install ## the controls of the claim check -> results/controls-*/
 	$(BIN)/l2sweep run experiment=controls-literal
 	$(BIN)/l2sweep run experiment=controls-dropout
 	$(BIN)/l2sweep run experiment=controls-small-data
+	$(BIN)/l2sweep run experiment=controls-epochs
 
 claim-check: ablation controls ## the whole claim check: the main grid, then the controls
 	$(MAKE) overview

@@ -60,12 +60,13 @@ def choose_candidates(summary: pd.DataFrame, context: str, k: int) -> pd.DataFra
 
 
 def setting_name(setting: dict) -> str:
-    """A candidate named by alpha, target and every other setting axis not at its "off" value
+    """A candidate named by alpha, target, schedule (the main grid's axes: `schedule=constant` is
+    a choice there, not an absence) and every other setting axis not at its "off" value
     (`alpha=0.01 target=activations schedule=exponential(gamma=1)`)."""
     from l2reg import text
 
     shown = [ax.column for ax in axes.SETTING_AXES
-             if ax.column in ("alpha", "target") or str(setting.get(ax.column)) != str(ax.off)]
+             if ax.column in ("alpha", "target", "schedule") or str(setting.get(ax.column)) != str(ax.off)]
     return " ".join(text.axis_value(c, setting[c]) for c in shown if c in setting)
 
 
