@@ -188,7 +188,7 @@ def overview_markdown(folders: list[Path], link_from: Path = Path(".")) -> str:
         "# The claim check at a glance",
         "",
         "A row per results folder and training regime (context): each is its own family, with its own baseline, "
-        "Holm correction and verdicts (README \"Statistics and the verdicts\"); never read one row's verdict as "
+        "Holm correction and verdicts (docs/statistics.md \"The rules\"); never read one row's verdict as "
         "another's. Runs: those the report read, of those planned in sweep.json (ok: trained to the end). Compute: "
         "the sum of the runs' own wall times (runs.csv `seconds`; on several workers at once the elapsed time is "
         "shorter; a run in two folders, such as a control's baselines copied from the main grid, counts in "

@@ -243,6 +243,30 @@ def write_reports(results_dir: Path, min_effect_pp: float | None = None) -> Repo
 # ------------------------------------------------------------------------------------------------
 # report.md
 
+CONFIRMATION_FILE = "confirmation.md"  # l2reg.confirm's report, beside the ordinary one in a study's folder
+
+
+def _is_study(results_dir: Path) -> bool:
+    """A confirmation study's folder: it holds the study's plan from before its first run."""
+    from l2reg.confirm.plan import PLAN_FILE
+
+    return (results_dir / PLAN_FILE).is_file()
+
+
+def _article_claims() -> str:
+    """The registered claims, numbered, in the article's words; a claim that re-reads an earlier
+    one's words (churn: stability read another way) names that one instead of repeating it."""
+    parts, numbered = [], {}
+    for index, claim in enumerate(claims.all_claims(), 1):
+        earlier = next((n for words, n in numbered.items() if claim.words.startswith(words + ",")), None)
+        if earlier is not None:
+            words = next(w for w, n in numbered.items() if n == earlier)
+            parts.append(f"({index}) claim ({earlier}){claim.words[len(words):]}")
+        else:
+            parts.append(f"({index}) {claim.words}")
+            numbered[claim.words] = index
+    return "; ".join(parts)
+
 
 def _value(value, spec: str = "") -> str:
     """A config value formatted with `spec`, or "?" when the record lacks it (None or NaN)."""
@@ -335,14 +359,17 @@ def render_markdown(results_dir: Path, records: list[dict], runs: pd.DataFrame, 
            "runs come in (failed runs are retried), and the sweep is not stopped on a verdict: it runs to its "
            "planned seeds.", ""] if final < planned else []),
         "**The article's claims** (../shared/article.md): adding L2 regularization to the convolution weights and "
-        "activations of a small MNIST CNN "
-        + "; ".join(f"({i}) {claim.words}" for i, claim in enumerate(claims.all_claims(), 1)) + ".",
+        "activations of a small MNIST CNN " + _article_claims() + ".",
         "",
         f"Smallest effect of interest m = {m:g} pp of test accuracy ({m / 100 * n_test[0]:g} of {n_test[0]} test "
-        "images); every test and decision rule is declared in the README (\"Statistics and the verdicts\") and "
+        "images); every test and decision rule is declared in docs/statistics.md (\"The rules\") and "
         "verdict.json holds the same verdicts for scripts. Each context (training regime) is its own family: its own "
         "baseline, Holm correction and verdicts.",
         "",
+        *([f"**A confirmation study** ({CONFIRMATION_FILE}, plan.json): its confirmatory answer is "
+           f"{CONFIRMATION_FILE}, from the plan's group-sequential tests. This report applies a screen's fixed-sample "
+           "rules to the same runs (the arms stopped at different looks, so their seeds differ): descriptive here.",
+           ""] if _is_study(results_dir) else []),
     ]
     for context in contexts:
         lines += _context_section(context, runs, analysis, paths, len(contexts) > 1)

@@ -161,12 +161,13 @@ def same_json(a, b, path="verdict.json"):
 
 @pytest.fixture(scope="module")
 def rebuilt(folder, tmp_path_factory):
-    """write_reports on a copy of the committed runs/ and sweep.json (the planned runs: an interim
-    report says so) alone, never into results/."""
+    """write_reports on a copy of the committed runs/, sweep.json (the planned runs: an interim
+    report says so) and a study's plan.json (its report says it is one) alone, never into results/."""
     copy = tmp_path_factory.mktemp("rebuilt") / folder.name
     shutil.copytree(folder / "runs", copy / "runs")
-    if (folder / "sweep.json").is_file():
-        shutil.copy(folder / "sweep.json", copy / "sweep.json")
+    for name in ("sweep.json", "plan.json"):
+        if (folder / name).is_file():
+            shutil.copy(folder / name, copy / name)
     report = write_reports(copy)
     assert report.skipped == []
     return copy

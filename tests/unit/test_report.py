@@ -817,3 +817,13 @@ def test_settings_whose_varying_axes_differ_by_alpha_are_drawn_in_every_report_f
     page = (tmp_path / "report.html").read_text()
     assert "Validation accuracy per epoch" in page and page.count("alpha=0.0001") >= 1
     assert {p.name for p in (tmp_path / "plots").glob("*.png")} == set(PLOTS)
+
+
+def test_the_article_claims_are_listed_once_each_a_second_reading_by_the_number_of_the_first():
+    """report.md's opening list: stability is one article claim read two ways (sd, churn)."""
+    from l2reg import report
+
+    listed = report._article_claims()
+    assert listed.count("makes the model more stable") == 1
+    assert "(3) makes the model more stable (使得模型更加稳定); (4) claim (3), read as: two seeds disagree" in listed
+    assert listed.startswith("(1) clearly raises test accuracy") and "(5) extracts better features" in listed
