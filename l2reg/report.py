@@ -258,10 +258,10 @@ def _article_claims() -> str:
     one's words (churn: stability read another way) names that one instead of repeating it."""
     parts, numbered = [], {}
     for index, claim in enumerate(claims.all_claims(), 1):
-        earlier = next((n for words, n in numbered.items() if claim.words.startswith(words + ",")), None)
+        earlier = next(((words, n) for words, n in numbered.items() if claim.words.startswith(words + ",")), None)
         if earlier is not None:
-            words = next(w for w, n in numbered.items() if n == earlier)
-            parts.append(f"({index}) claim ({earlier}){claim.words[len(words):]}")
+            words, number = earlier
+            parts.append(f"({index}) claim ({number}){claim.words[len(words):]}")
         else:
             parts.append(f"({index}) {claim.words}")
             numbered[claim.words] = index

@@ -66,38 +66,28 @@ def test_sigkill_then_rerun_completes_each_run_exactly_once(tiny_mnist, tmp_path
     assert len(pd.read_csv(tmp_path / "k" / "runs.csv")) == total
 
 
-def test_ctrl_c_writes_reports_for_what_is_done_and_exits_130(tiny_mnist, tmp_path):
-    args = sweep_args(tiny_mnist, tmp_path, "c", "alpha=0.0,1e-3", "seeds=5", "train.epochs=4")
+@pytest.mark.parametrize("sent, exit_code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["ctrl-c", "sigterm"])
+def test_a_signal_stops_the_sweep_reports_what_is_done_and_the_same_command_resumes(sent, exit_code, tiny_mnist,
+                                                                                   tmp_path):
+    """Ctrl-C, and what kill, timeout and a scheduler's preemption send: the run in flight is
+    abandoned, the finished ones are reported, one line says how to resume, exit 128 + the signal's
+    number; the same command then trains only what is missing."""
+    args = sweep_args(tiny_mnist, tmp_path, "s", "alpha=0.0,1e-3", "seeds=5", "train.epochs=4")
+    runs = tmp_path / "s" / "runs"
     process = start(args)
-    assert wait_for_files(tmp_path / "c" / "runs", 1, process)
-    process.send_signal(signal.SIGINT)
+    assert wait_for_files(runs, 1, process)
+    process.send_signal(sent)
     _, stderr = process.communicate(timeout=120)
-    assert process.returncode == 130, stderr
-    assert "interrupted" in stderr
-    finished = list((tmp_path / "c" / "runs").glob("*.json"))
-    assert len(pd.read_csv(tmp_path / "c" / "runs.csv")) == len(finished) >= 1
-    assert (tmp_path / "c" / "report.md").is_file()
-    assert not list((tmp_path / "c" / "runs").glob(".*.tmp"))
-
-
-def test_sigterm_stops_like_ctrl_c_reports_what_is_done_and_exits_143(tiny_mnist, tmp_path):
-    """What kill, timeout and a scheduler's preemption send: the run in flight is abandoned, the
-    finished ones are reported, one line says how to resume, exit 143; the same command resumes."""
-    args = sweep_args(tiny_mnist, tmp_path, "t", "alpha=0.0,1e-3", "seeds=5", "train.epochs=4")
-    process = start(args)
-    assert wait_for_files(tmp_path / "t" / "runs", 1, process)
-    process.send_signal(signal.SIGTERM)
-    _, stderr = process.communicate(timeout=120)
-    assert process.returncode == 143, stderr
+    assert process.returncode == exit_code, stderr
     assert "interrupted" in stderr and "the same command resumes" in stderr and "Traceback" not in stderr
-    finished = sorted(p.name for p in (tmp_path / "t" / "runs").glob("*.json"))
+    finished = sorted(p.name for p in runs.glob("*.json"))
     assert 1 <= len(finished) < 10
-    assert len(pd.read_csv(tmp_path / "t" / "runs.csv")) == len(finished)
-    assert (tmp_path / "t" / "report.md").is_file() and not list((tmp_path / "t" / "runs").glob(".*.tmp"))
+    assert len(pd.read_csv(tmp_path / "s" / "runs.csv")) == len(finished)
+    assert (tmp_path / "s" / "report.md").is_file() and not list(runs.glob(".*.tmp"))
     resumed = subprocess.run([L2SWEEP, *args], capture_output=True, text=True, timeout=900)
     assert resumed.returncode == 0, resumed.stderr
     assert f"{len(finished)} of 10 runs already done" in resumed.stderr
-    assert len(list((tmp_path / "t" / "runs").glob("*.json"))) == 10
+    assert len(list(runs.glob("*.json"))) == 10
 
 
 def test_a_full_disk_names_the_file_keeps_the_finished_runs_and_the_command_resumes(tiny_mnist, tmp_path,
