@@ -63,7 +63,7 @@ claim-check: ablation controls ## the whole claim check: the main grid, then the
 	$(MAKE) overview
 
 # the claim check's folders with evidence (the decay pilot only chooses decay values: not evidence)
-CLAIM_CHECK_FOLDERS := ablation controls-decay controls-scope controls-literal controls-dropout controls-small-data
+CLAIM_CHECK_FOLDERS := ablation controls-decay controls-scope controls-literal controls-dropout controls-small-data controls-epochs
 
 overview: install ## the claim check at a glance (no training): a row per folder and regime -> results/claim-check.md
 	$(BIN)/l2sweep overview $(addprefix results/,$(CLAIM_CHECK_FOLDERS)) --out results/claim-check.md
