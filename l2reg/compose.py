@@ -98,8 +98,9 @@ def expand_and_compose(overrides: list[str], config_dir: Path | None = None,
     return composed_points
 
 
-def _refuse_malformed(parser, overrides: list[str]) -> None:
-    """Parse each override alone, so the error names the malformed one."""
+def _refuse_malformed(parser, overrides: list[str], point: list[str] | None = None) -> None:
+    """Parse each override alone, so the error names the malformed one (and the point set it is in,
+    for `point`)."""
     from hydra.errors import OverrideParseException
 
     for item in overrides:
@@ -107,6 +108,8 @@ def _refuse_malformed(parser, overrides: list[str]) -> None:
             parser.parse_overrides([item])
         except OverrideParseException as error:
             reason = str(error).splitlines()[0]
+            if point is not None:
+                raise ConfigError(f"malformed override {item!r} in point {' '.join(point)!r}: {reason}") from error
             raise ConfigError(f"malformed override {item!r}: {reason} (Hydra's override grammar: "
                               f"key=value, key=a,b,c, 'key=range(5)', key=glob(*))") from error
 
@@ -133,20 +136,13 @@ def _point_sets(points: list[list[str]] | None, first, parser, user_keys: set[st
     """The override sets of an explicit-points sweep: the command line's (`points`), else those of
     the composed config's `points:` (values written as Hydra override values); each checked as
     the command line's overrides are (malformed, empty sweeps)."""
-    from hydra.core.override_parser.overrides_parser import OverrideParseException
-
     if points is None:
         points = [[f"{key}={value}" for key, value in dict(entry).items()] for entry in (first.points or [])]
     sets = []
     for point_set in points:
         if not point_set:
             raise ConfigError("an empty point: give each --point one or more overrides, e.g. --point 'norm=l1'")
-        for item in point_set:
-            try:
-                parser.parse_overrides([item])
-            except OverrideParseException as error:
-                raise ConfigError(f"malformed override {item!r} in point {' '.join(point_set)!r}: "
-                                  f"{str(error).splitlines()[0]}") from error
+        _refuse_malformed(parser, point_set, point=point_set)
         _refuse_empty_sweeps(parser.parse_overrides(point_set))
         sets.append(list(point_set))
     return sets

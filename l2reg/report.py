@@ -243,14 +243,17 @@ def write_reports(results_dir: Path, min_effect_pp: float | None = None) -> Repo
 # ------------------------------------------------------------------------------------------------
 # report.md
 
-CONFIRMATION_FILE = "confirmation.md"  # l2reg.confirm's report, beside the ordinary one in a study's folder
-
-
-def _is_study(results_dir: Path) -> bool:
-    """A confirmation study's folder: it holds the study's plan from before its first run."""
+def _study_note(results_dir: Path) -> list[str]:
+    """In a confirmation study's folder (it holds the study's plan from before its first run): the
+    lines that send the reader to the study's own report, whose answer is the confirmatory one."""
     from l2reg.confirm.plan import PLAN_FILE
+    from l2reg.confirm.report import REPORT_FILE
 
-    return (results_dir / PLAN_FILE).is_file()
+    if not (results_dir / PLAN_FILE).is_file():
+        return []
+    return [f"**A confirmation study** ({REPORT_FILE}, {PLAN_FILE}): its confirmatory answer is {REPORT_FILE}, "
+            "from the plan's group-sequential tests. This report applies a screen's fixed-sample rules to the same "
+            "runs (the arms stopped at different looks, so their seeds differ): descriptive here.", ""]
 
 
 def _article_claims() -> str:
@@ -366,10 +369,7 @@ def render_markdown(results_dir: Path, records: list[dict], runs: pd.DataFrame, 
         "verdict.json holds the same verdicts for scripts. Each context (training regime) is its own family: its own "
         "baseline, Holm correction and verdicts.",
         "",
-        *([f"**A confirmation study** ({CONFIRMATION_FILE}, plan.json): its confirmatory answer is "
-           f"{CONFIRMATION_FILE}, from the plan's group-sequential tests. This report applies a screen's fixed-sample "
-           "rules to the same runs (the arms stopped at different looks, so their seeds differ): descriptive here.",
-           ""] if _is_study(results_dir) else []),
+        *_study_note(results_dir),
     ]
     for context in contexts:
         lines += _context_section(context, runs, analysis, paths, len(contexts) > 1)

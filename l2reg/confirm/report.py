@@ -183,7 +183,7 @@ def write_confirmation(folder: Path) -> str:
         "seeds": r["n"], "naive pp [95 % CI]": f"{text.number(r['estimate_pp'])} [{text.number(r['ci_low_pp'])}, "
                                                f"{text.number(r['ci_high_pp'])}]",
         "adjusted pp [95 % CI]": (f"{text.number(r['adjusted_pp'])} [{text.number(r['adjusted_low_pp'])}, "
-                                  f"{text.number(r['adjusted_high_pp'])}]" if r["adjusted_pp"] == r["adjusted_pp"]
+                                  f"{text.number(r['adjusted_high_pp'])}]" if np.isfinite(r["adjusted_pp"])
                                   else "n/a (open)"),
         "screen pp [95 % CI]": f"{text.number(r['screen_pp'])} [{text.number(r['screen_low_pp'])}, "
                                f"{text.number(r['screen_high_pp'])}]"} for r in rows])
